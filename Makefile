@@ -1,0 +1,62 @@
+# aerial: the two commands a new user needs are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+SCORE_REPLICAS ?= 2
+SERVERS := .state/servers
+CARGO ?= cargo
+
+.PHONY: help install build up down status demo test unit integration lint schemas bench clean
+
+help:
+	@echo "make demo     install what is missing, start RabbitMQ + S3 + services, run the pipeline"
+	@echo "make test     install, lint, unit tests, integration tests against private servers"
+	@echo "make up       start servers and services (SCORE_REPLICAS=N score replicas, default 2)"
+	@echo "make down     stop everything make up started"
+	@echo "make status   what is running"
+	@echo "make bench    benchmarks, written to BENCHMARKS.md"
+	@echo "make schemas  regenerate the JSON Schemas in schemas/"
+
+install:
+	@bash scripts/install.sh
+
+build: install
+	$(CARGO) build --workspace --bins
+
+up: build
+	@bash scripts/servers.sh up $(SERVERS) fixed
+	@bash scripts/services.sh up $(SCORE_REPLICAS)
+
+down:
+	@bash scripts/services.sh down
+	@bash scripts/servers.sh down $(SERVERS)
+
+status:
+	@bash scripts/servers.sh status $(SERVERS)
+	@bash scripts/services.sh status
+
+demo: up
+	@bash scripts/demo.sh
+
+lint: install
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: install
+	$(CARGO) test --workspace --exclude aerial-tests
+
+integration: build
+	$(CARGO) build -p aerial-tests --tests
+	bash scripts/with-test-servers.sh $(CARGO) test -p aerial-tests
+
+test: lint unit integration
+
+schemas: build
+	./target/debug/aerial schemas --out schemas
+
+bench: install
+	@bash scripts/bench.sh
+
+clean: down
+	rm -rf .state target/test-logs

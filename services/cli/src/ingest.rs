@@ -1,0 +1,265 @@
+//! `aerial ingest`: upload a folder (skipping what is already there) and publish an ingest job.
+
+use aerial_shared::{
+    keys,
+    messages::{IngestJob, IngestSource, IngestTarget},
+    status::{JobState, JobStatus},
+    topology, Broker, Settings, Store,
+};
+use clap::Subcommand;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What to ingest.
+#[derive(Subcommand)]
+pub enum IngestCmd {
+    /// A folder of `train/<label>/*` + `val/<label>/*`, or `<label>/*` to split here.
+    Labelled {
+        /// The folder.
+        dir: PathBuf,
+        /// Dataset name.
+        #[arg(long)]
+        dataset: String,
+        /// Validation share for a folder without train/val.
+        #[arg(long, default_value_t = 0.2)]
+        val_frac: f64,
+        /// Seed of that split.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Backbone the featurize stage uses.
+        #[arg(long, default_value = "mobilenet_v2")]
+        backbone: String,
+        /// Store tiles without sending them to featurize.
+        #[arg(long)]
+        store_only: bool,
+        /// Return after publishing instead of following progress.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+struct LocalFile {
+    rel: String,
+    path: PathBuf,
+    size: u64,
+    sha: String,
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    files: &mut Vec<LocalFile>,
+    empty_dirs: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut any = false;
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let rel = path
+            .strip_prefix(root)?
+            .to_string_lossy()
+            .replace('\\', "/");
+        if e.file_type()?.is_dir() {
+            walk(root, &path, files, empty_dirs)?;
+        } else {
+            let bytes = std::fs::read(&path)?;
+            files.push(LocalFile {
+                rel,
+                path,
+                size: bytes.len() as u64,
+                sha: hex::encode(Sha256::digest(&bytes)),
+            });
+        }
+        any = true;
+    }
+    if !any && dir != root {
+        empty_dirs.push(dir.strip_prefix(root)?.to_string_lossy().to_string());
+    }
+    Ok(())
+}
+
+/// Runs an ingest subcommand.
+pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
+    let IngestCmd::Labelled {
+        dir,
+        dataset,
+        val_frac,
+        seed,
+        backbone,
+        store_only,
+        no_wait,
+    } = cmd;
+    keys::validate_name(&dataset)?;
+    anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
+    anyhow::ensure!(
+        (0.0..1.0).contains(&val_frac),
+        "--val-frac must be in [0, 1)"
+    );
+    let mut files = Vec::new();
+    let mut empty = Vec::new();
+    walk(&dir, &dir, &mut files, &mut empty)?;
+    // the upload id derives from content, so the same folder maps to the same prefix and job
+    let mut h = Sha256::new();
+    for f in &files {
+        h.update(f.rel.as_bytes());
+        h.update(f.sha.as_bytes());
+    }
+    for d in &empty {
+        h.update(d.as_bytes());
+    }
+    h.update(format!("{val_frac}/{seed}/{backbone}/{store_only}").as_bytes());
+    let upload = hex::encode(h.finalize())[..12].to_string();
+    let job_id = format!("ingest-{dataset}-{upload}");
+    let prefix = keys::raw_prefix(&dataset, &upload);
+
+    let store = Store::connect(&settings.s3).await;
+    store.ensure_bucket().await?;
+    let present: HashSet<(String, u64)> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    let todo: Vec<&LocalFile> = files
+        .iter()
+        .filter(|f| !present.contains(&(format!("{prefix}{}", f.rel), f.size)))
+        .collect();
+    let n_todo = todo.len();
+    let mut uploads = futures::stream::iter(todo.into_iter().map(|f| {
+        let store = store.clone();
+        let key = format!("{prefix}{}", f.rel);
+        let path = f.path.clone();
+        async move {
+            let bytes = tokio::fs::read(&path).await?;
+            store.put(&key, bytes).await?;
+            anyhow::Ok(())
+        }
+    }))
+    .buffer_unordered(16);
+    while let Some(r) = uploads.next().await {
+        r?;
+    }
+    drop(uploads);
+    for d in &empty {
+        store
+            .put(&format!("{prefix}{d}/.aerial-dir"), Vec::<u8>::new())
+            .await?;
+    }
+    println!(
+        "{}: {} files, uploaded {} new, {} already in s3://{}/{}",
+        dir.display(),
+        files.len(),
+        n_todo,
+        files.len() - n_todo,
+        store.bucket(),
+        prefix
+    );
+
+    let job = IngestJob {
+        job_id: job_id.clone(),
+        dataset: dataset.clone(),
+        source: IngestSource::Labelled {
+            raw_prefix: prefix,
+            val_frac,
+            seed,
+        },
+        target: if store_only {
+            IngestTarget::Store
+        } else {
+            IngestTarget::Featurize
+        },
+        backbone,
+    };
+    // a stale status from an earlier run of the same job must not read as this one's result
+    store.delete(&keys::job_status(&job_id)).await?;
+    let shutdown = aerial_shared::shutdown::Token::new();
+    let broker = Broker::connect_with_retry(&settings.amqp, "aerial-cli", &shutdown).await?;
+    broker.publisher().send(topology::INGEST_JOBS, &job).await?;
+    broker.close().await;
+    println!("published ingest job {job_id}");
+    if no_wait {
+        return Ok(());
+    }
+    let st = wait(&store, &job_id).await?;
+    print_summary(&st);
+    anyhow::ensure!(
+        st.state == JobState::Done,
+        "ingest job {job_id} failed: {}",
+        st.error.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Polls a job's status until it is done or failed, printing progress.
+pub async fn wait(store: &Store, job_id: &str) -> anyhow::Result<JobStatus> {
+    let mut last = String::new();
+    loop {
+        match store.get_json::<JobStatus>(&keys::job_status(job_id)).await {
+            Ok(st) => {
+                let line = crate::status::line(&st);
+                if line != last {
+                    eprintln!("{line}");
+                    last = line;
+                }
+                if st.state != JobState::Running {
+                    return Ok(st);
+                }
+            }
+            Err(aerial_shared::store::StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_summary(st: &JobStatus) {
+    println!(
+        "ingest {}: {} tiles ({} new, {} already stored), {} published, {} bad",
+        st.job_id,
+        st.new_tiles + st.existing_tiles,
+        st.new_tiles,
+        st.existing_tiles,
+        st.published,
+        st.failed
+    );
+    if st.new_tiles == 0 && st.existing_tiles > 0 {
+        println!(
+            "nothing new: every tile was already stored{}",
+            if st.published == 0 {
+                " and published"
+            } else {
+                ""
+            }
+        );
+    }
+    for s in &st.skipped {
+        println!("  skipped: {}: {}", s.item, s.reason);
+    }
+    println!(
+        "  labels: {}",
+        st.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "  splits: {}",
+        st.groups
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for b in &st.bad {
+        println!("  bad: {}: {}", b.item, b.reason);
+    }
+}

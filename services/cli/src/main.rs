@@ -1,0 +1,66 @@
+//! `aerial`: publishes jobs to the pipeline and reads their progress and results from S3.
+
+mod ingest;
+mod schemas;
+mod status;
+
+use aerial_shared::Settings;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// The aerial command line.
+#[derive(Parser)]
+#[command(
+    name = "aerial",
+    version,
+    about = "Land-use classification of aerial imagery: publish jobs, follow them, read results"
+)]
+struct Cli {
+    /// Settings file (TOML); AERIAL__* environment variables override it.
+    #[arg(long, global = true, env = "AERIAL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Upload input and publish an ingest job.
+    #[command(subcommand)]
+    Ingest(ingest::IngestCmd),
+    /// Show the progress of one job, or of every job.
+    Status {
+        /// Job id; all jobs when omitted.
+        job: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write (or check) the JSON Schema of every message type.
+    Schemas {
+        /// Output folder.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+        /// Fail if the files differ from the generated schemas instead of writing them.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Cmd::Schemas { out, check } = &cli.cmd {
+        return schemas::run(out, *check);
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    aerial_shared::telemetry::init_logs(&aerial_shared::config::TelemetrySettings {
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ..settings.telemetry.clone()
+    });
+    match cli.cmd {
+        Cmd::Ingest(cmd) => ingest::run(&settings, cmd).await,
+        Cmd::Status { job, json } => status::run(&settings, job.as_deref(), json).await,
+        Cmd::Schemas { .. } => unreachable!("handled above"),
+    }
+}

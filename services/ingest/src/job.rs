@@ -1,0 +1,309 @@
+//! Running one ingest job: validate every input file, store tiles, write the manifest part
+//! and the status, publish tile messages. Bad files are reported, never fatal.
+
+use crate::labelled::{self, LabelledFile};
+use aerial_shared::{
+    broker::Outgoing,
+    imaging, keys,
+    manifest::{self, ManifestRow},
+    messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile},
+    status::{BadItem, JobState, JobStatus},
+    store::StoreError,
+    topology,
+    worker::{BatchCtx, BatchHandler, Outcome},
+    Publisher, Store, Telemetry,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// Files fetched, checked and stored at once.
+const PARALLEL_FILES: usize = 16;
+/// Tile messages published per confirm round.
+const PUBLISH_CHUNK: usize = 500;
+
+/// The ingest handler.
+pub struct Ingester {
+    store: Store,
+    telemetry: Telemetry,
+}
+
+/// What happened to one input file.
+enum FileResult {
+    Stored {
+        tile: Box<Tile>,
+        row: Box<ManifestRow>,
+        new: bool,
+    },
+    Bad(BadItem),
+}
+
+impl Ingester {
+    /// A handler writing to `store`.
+    pub fn new(store: Store, telemetry: Telemetry) -> Self {
+        Self { store, telemetry }
+    }
+
+    async fn save_status(&self, st: &mut JobStatus) -> Result<(), StoreError> {
+        st.updated_at = chrono::Utc::now();
+        self.store.put_json(&keys::job_status(&st.job_id), st).await
+    }
+
+    async fn fail(&self, st: &mut JobStatus, why: String) -> Outcome {
+        st.state = JobState::Failed;
+        st.error = Some(why.clone());
+        let _ = self.save_status(st).await;
+        Outcome::Dead(why)
+    }
+
+    /// Runs one job to completion; the outcome decides the job message's fate.
+    async fn run(&self, publisher: &Publisher, job: IngestJob) -> Outcome {
+        let mut st = JobStatus::new(&job.job_id, "ingest", &job.dataset);
+        if let Err(e) = keys::validate_name(&job.dataset).and(keys::validate_name(&job.job_id)) {
+            return Outcome::Dead(e.to_string());
+        }
+        match job.source.clone() {
+            IngestSource::Labelled {
+                raw_prefix,
+                val_frac,
+                seed,
+            } => {
+                if let Err(e) = keys::validate(&raw_prefix) {
+                    return self.fail(&mut st, e.to_string()).await;
+                }
+                let objects = match self.store.list(&raw_prefix).await {
+                    Ok(o) => o,
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                };
+                if objects.is_empty() {
+                    return self
+                        .fail(&mut st, format!("no uploaded files under {raw_prefix}"))
+                        .await;
+                }
+                let rels: Vec<String> = objects
+                    .iter()
+                    .filter_map(|o| o.key.strip_prefix(&raw_prefix).map(String::from))
+                    .collect();
+                let layout = labelled::parse(&rels, val_frac, seed);
+                self.ingest_labelled(publisher, &job, &raw_prefix, layout, &mut st)
+                    .await
+            }
+            IngestSource::Scene { .. } => {
+                self.fail(
+                    &mut st,
+                    "scene ingest is not implemented in this build".into(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn ingest_labelled(
+        &self,
+        publisher: &Publisher,
+        job: &IngestJob,
+        raw_prefix: &str,
+        layout: labelled::Layout,
+        st: &mut JobStatus,
+    ) -> Outcome {
+        st.total = layout.files.len() as u64;
+        for (item, reason) in &layout.misplaced {
+            let b = BadItem {
+                item: item.clone(),
+                reason: reason.clone(),
+            };
+            // loose files beside the label folders (README, checksums) are skipped, not failures
+            if item.contains('/') {
+                st.failed += 1;
+                st.bad.push(b);
+            } else {
+                st.skipped.push(b);
+            }
+        }
+        if let Err(e) = self.save_status(st).await {
+            return Outcome::Retry(e.to_string());
+        }
+        let mut rows = Vec::with_capacity(layout.files.len());
+        let mut tiles = Vec::with_capacity(layout.files.len());
+        let mut last_save = Instant::now();
+        let mut results = futures::stream::iter(layout.files.iter().cloned())
+            .map(|f| self.one_file(job, raw_prefix, f))
+            .buffer_unordered(PARALLEL_FILES);
+        while let Some(r) = results.next().await {
+            st.done += 1;
+            match r {
+                Ok(FileResult::Stored { tile, row, new }) => {
+                    if new {
+                        st.new_tiles += 1;
+                    } else {
+                        st.existing_tiles += 1;
+                    }
+                    *st.labels.entry(row.label.clone()).or_default() += 1;
+                    *st.groups.entry(row.split.clone()).or_default() += 1;
+                    rows.push(*row);
+                    tiles.push(*tile);
+                }
+                Ok(FileResult::Bad(b)) => {
+                    tracing::warn!(job = %job.job_id, item = %b.item, reason = %b.reason, "bad input file");
+                    self.telemetry
+                        .worker
+                        .errors
+                        .with_label_values(&["bad_input"])
+                        .inc();
+                    st.failed += 1;
+                    st.bad.push(b);
+                }
+                // a store failure is not the file's fault: retry the whole job later
+                Err(e) => return Outcome::Retry(e.to_string()),
+            }
+            if last_save.elapsed() > Duration::from_secs(2) {
+                last_save = Instant::now();
+                let _ = self.save_status(st).await;
+                let _ = publisher
+                    .event(
+                        "ingest",
+                        EventKind::JobProgress {
+                            job_id: job.job_id.clone(),
+                            done: st.done,
+                            total: Some(st.total),
+                            failed: st.failed,
+                        },
+                    )
+                    .await;
+            }
+        }
+        drop(results);
+        for folder in &layout.folders {
+            let has_any = rows
+                .iter()
+                .any(|r| r.source.starts_with(&format!("{folder}/")));
+            if !has_any {
+                st.failed += 1;
+                st.bad.push(BadItem {
+                    item: format!("{folder}/"),
+                    reason: "label folder has no images".into(),
+                });
+            }
+        }
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        tiles.sort_by(|a, b| a.tile_id.cmp(&b.tile_id));
+        // The manifest part is keyed by the upload and written after publishing: tiles it
+        // already lists were published by an earlier run of this job and are not sent again.
+        let part_key = keys::manifest_part(&job.dataset, &job.job_id);
+        let already: std::collections::HashSet<String> = match self.store.get(&part_key).await {
+            Ok(b) => manifest::from_csv(&b)
+                .map(|r| r.into_iter().map(|r| r.id).collect())
+                .unwrap_or_default(),
+            Err(StoreError::NotFound { .. }) => Default::default(),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        if job.target == IngestTarget::Featurize {
+            let fresh: Vec<&Tile> = tiles
+                .iter()
+                .filter(|t| !already.contains(&t.tile_id))
+                .collect();
+            for chunk in fresh.chunks(PUBLISH_CHUNK) {
+                let outs = chunk
+                    .iter()
+                    .map(|t| Outgoing::work(topology::FEATURIZE_TILES, *t))
+                    .collect();
+                if let Err(e) = publisher.publish_all(outs).await {
+                    return Outcome::Retry(e.to_string());
+                }
+                st.published += chunk.len() as u64;
+            }
+        }
+        if let Err(e) = self.store.put(&part_key, manifest::to_csv(&rows)).await {
+            return Outcome::Retry(e.to_string());
+        }
+        st.state = JobState::Done;
+        if let Err(e) = self.save_status(st).await {
+            return Outcome::Retry(e.to_string());
+        }
+        self.telemetry
+            .tiles
+            .with_label_values(&[job.dataset.as_str()])
+            .inc_by(rows.len() as u64);
+        let _ = publisher
+            .event(
+                "ingest",
+                EventKind::JobProgress {
+                    job_id: job.job_id.clone(),
+                    done: st.done,
+                    total: Some(st.total),
+                    failed: st.failed,
+                },
+            )
+            .await;
+        tracing::info!(job = %job.job_id, dataset = %job.dataset, tiles = rows.len(), new = st.new_tiles, existing = st.existing_tiles, bad = st.failed, "ingest job done");
+        Outcome::Ack
+    }
+
+    async fn one_file(
+        &self,
+        job: &IngestJob,
+        raw_prefix: &str,
+        f: LabelledFile,
+    ) -> Result<FileResult, StoreError> {
+        let key = format!("{raw_prefix}{}", f.rel);
+        let bytes = self.store.get(&key).await?;
+        let checked = {
+            let bytes = bytes.clone();
+            tokio::task::spawn_blocking(move || imaging::decode_rgb(&bytes).map(|_| ()))
+                .await
+                .expect("decode task does not panic")
+        };
+        if let Err(e) = checked {
+            return Ok(FileResult::Bad(BadItem {
+                item: f.rel.clone(),
+                reason: e.to_string(),
+            }));
+        }
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let ext = f
+            .rel
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_else(|| "img".into());
+        let ext = if ext.chars().all(|c| c.is_ascii_alphanumeric()) && ext.len() <= 5 {
+            ext
+        } else {
+            "img".into()
+        };
+        let tile_key = keys::tile(&sha, &ext);
+        let new = !self.store.exists(&tile_key).await?;
+        if new {
+            self.store.put(&tile_key, bytes).await?;
+        }
+        let tile = Tile {
+            dataset: job.dataset.clone(),
+            tile_id: labelled::tile_id(&f),
+            key: tile_key,
+            sha256: sha,
+            label: Some(f.label.clone()),
+            split: Some(f.split),
+            date: None,
+            geo: None,
+            backbone: job.backbone.clone(),
+        };
+        let row = ManifestRow::from_tile(&tile, &f.rel);
+        Ok(FileResult::Stored {
+            tile: Box::new(tile),
+            row: Box::new(row),
+            new,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Ingester {
+    type Msg = IngestJob;
+
+    async fn handle(&self, ctx: &BatchCtx, batch: Vec<IngestJob>) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(batch.len());
+        for job in batch {
+            out.push(self.run(&ctx.publisher, job).await);
+        }
+        out
+    }
+}

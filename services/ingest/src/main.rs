@@ -1,0 +1,35 @@
+//! aerial-ingest: consumes `ingest.jobs` ([`IngestJob`]); reads the uploaded raw input from
+//! S3, validates and stores content-addressed tiles, writes the dataset manifest part and the
+//! job status, and publishes one [`Tile`] per good tile to `featurize.tiles`.
+//!
+//! [`IngestJob`]: aerial_shared::messages::IngestJob
+//! [`Tile`]: aerial_shared::messages::Tile
+
+mod job;
+mod labelled;
+
+use aerial_shared::{service, topology, worker};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let app = service::start("ingest", None).await?;
+    if !app.ensure_bucket().await {
+        return Ok(());
+    }
+    let handler = Arc::new(job::Ingester::new(app.store.clone(), app.telemetry.clone()));
+    // one job at a time: a job is already thousands of parallel tile uploads
+    let mut cfg =
+        worker::WorkerConfig::from_settings(&app.settings, "ingest", topology::INGEST_JOBS);
+    cfg.batch_size = 1;
+    cfg.concurrency = 1;
+    worker::run(
+        &app.settings,
+        cfg,
+        handler,
+        app.telemetry.clone(),
+        app.shutdown.clone(),
+    )
+    .await;
+    Ok(())
+}

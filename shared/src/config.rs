@@ -1,0 +1,198 @@
+//! Layered configuration: built-in defaults, then an optional TOML file, then `AERIAL__*`
+//! environment variables (`AERIAL__AMQP__URI`, `AERIAL__S3__BUCKET`, ...).
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into settings.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+}
+
+/// Everything a service or the CLI needs to reach the broker, the store and its peers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Broker connection.
+    pub amqp: AmqpSettings,
+    /// Object store connection.
+    pub s3: S3Settings,
+    /// Logs and the health/metrics HTTP server.
+    pub telemetry: TelemetrySettings,
+    /// Batching and threads for the consumer runtime.
+    pub worker: WorkerSettings,
+    /// Where backbones live on local disk.
+    pub models: ModelSettings,
+}
+
+/// RabbitMQ connection settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    /// Full AMQP URI, credentials included, hence secret (`amqp://user:pass@host:port/vhost`).
+    pub uri: SecretString,
+    /// Path to a PEM CA bundle for `amqps://` URIs; empty means the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl AmqpSettings {
+    /// The URI with its password replaced, safe to log.
+    pub fn redacted_uri(&self) -> String {
+        redact_uri(self.uri.expose_secret())
+    }
+}
+
+/// Replaces the password part of `scheme://user:pass@host...` with `***`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return "***".into();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// S3-compatible object store settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3Settings {
+    /// Endpoint URL, e.g. `http://127.0.0.1:8333`; empty for AWS itself.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region name (any value for SeaweedFS).
+    pub region: String,
+    /// Bucket holding everything aerial writes.
+    pub bucket: String,
+    /// Static access key; when absent the standard AWS credential chain is used.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Static secret key paired with `access_key`.
+    #[serde(default)]
+    pub secret_key: Option<SecretString>,
+    /// Path-style addressing (required by SeaweedFS and most self-hosted servers).
+    pub path_style: bool,
+    /// Attempts per request, first included, before an error is returned.
+    pub max_attempts: u32,
+    /// PEM CA bundle for an HTTPS endpoint signed by a private CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Log format and HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    /// `json` or `pretty`.
+    pub log_format: String,
+    /// `tracing` filter directive, e.g. `info,aerial=debug`.
+    pub log_filter: String,
+    /// Address of the `/metrics`, `/healthz`, `/readyz` server; port 0 picks a free one.
+    pub http_addr: String,
+}
+
+/// Consumer runtime tuning.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Messages gathered into one batch.
+    pub batch_size: usize,
+    /// A partial batch is flushed after this long.
+    pub batch_wait_ms: u64,
+    /// Batches processed at once (I/O of one overlaps compute of another).
+    pub concurrency: usize,
+    /// Threads for CPU inference (torch intra-op threads).
+    pub threads: usize,
+}
+
+impl WorkerSettings {
+    /// Broker prefetch: enough unacked deliveries to fill every in-flight batch plus the next.
+    pub fn prefetch(&self) -> u16 {
+        let n = self.batch_size.max(1) * (self.concurrency.max(1) + 1);
+        n.min(u16::MAX as usize) as u16
+    }
+}
+
+/// Where model files are read from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelSettings {
+    /// Folder with one sub-folder per backbone (`mobilenet_v2/`, `efficientnet_lite0/`).
+    pub dir: PathBuf,
+}
+
+const DEFAULTS: &str = r#"
+[amqp]
+uri = "amqp://aerial:aerial@127.0.0.1:5672/%2f"
+[s3]
+region = "us-east-1"
+bucket = "aerial"
+path_style = true
+max_attempts = 5
+[telemetry]
+log_format = "pretty"
+log_filter = "info"
+http_addr = "127.0.0.1:0"
+[worker]
+batch_size = 32
+batch_wait_ms = 200
+concurrency = 2
+threads = 2
+[models]
+dir = "../shared/models"
+"#;
+
+impl Settings {
+    /// Loads defaults, then `path` (or `$AERIAL_CONFIG`) if given, then `AERIAL__*` env vars.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_path = std::env::var_os("AERIAL_CONFIG").map(PathBuf::from);
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(p) = path.map(Path::to_path_buf).or(env_path) {
+            builder = builder.add_source(config::File::from(p).required(true));
+        }
+        let cfg = builder
+            .add_source(
+                config::Environment::with_prefix("AERIAL")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        Ok(cfg.try_deserialize()?)
+    }
+
+    /// Settings for one service, with the HTTP address overridden if given.
+    pub fn load_for(path: Option<&Path>, http_addr: Option<&str>) -> Result<Self, ConfigError> {
+        let mut s = Self::load(path)?;
+        if let Some(a) = http_addr {
+            s.telemetry.http_addr = a.to_string();
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_uri("amqp://bob:s3cret@127.0.0.1:5672/%2f"),
+            "amqp://bob:***@127.0.0.1:5672/%2f"
+        );
+        assert!(!redact_uri("amqps://u:p4ss@h:5671/v").contains("p4ss"));
+        assert!(!format!("{:?}", SecretString::from("topsecret")).contains("topsecret"));
+    }
+
+    #[test]
+    fn debug_of_settings_hides_secrets() {
+        let s = Settings::load(None).unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("aerial:aerial@"), "{dbg}");
+        assert_eq!(s.worker.prefetch(), 96);
+    }
+}

@@ -1,0 +1,142 @@
+//! The S3 key layout, in one place. Keys derive from content or ids, never from time or
+//! replica, so a repeated write overwrites rather than duplicates.
+
+/// Errors for keys that must not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    /// Empty, absolute, or containing `..`, a backslash or a control character.
+    #[error("unsafe object key {key:?}: {reason}")]
+    Unsafe {
+        /// The rejected key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Rejects keys that could escape a prefix when mapped to paths by a client or server.
+pub fn validate(key: &str) -> Result<(), KeyError> {
+    let bad = |reason| {
+        Err(KeyError::Unsafe {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.starts_with('/') {
+        return bad("absolute path");
+    }
+    if key.split('/').any(|part| part == ".." || part == ".") {
+        return bad("dot segment");
+    }
+    if key.contains('\\') || key.chars().any(char::is_control) {
+        return bad("backslash or control character");
+    }
+    Ok(())
+}
+
+/// Rejects names (dataset, run, job) that are not `[A-Za-z0-9._-]{1,128}` or start with a dot.
+pub fn validate_name(name: &str) -> Result<(), KeyError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Unsafe {
+            key: name.to_string(),
+            reason: "names are 1-128 of [A-Za-z0-9._-], not starting with '.'",
+        })
+    }
+}
+
+/// Uploaded raw input of an ingest job.
+pub fn raw_prefix(dataset: &str, job_id: &str) -> String {
+    format!("raw/{dataset}/{job_id}/")
+}
+
+/// A tile image, addressed by its content hash.
+pub fn tile(sha256: &str, ext: &str) -> String {
+    format!("tiles/{}/{sha256}.{ext}", &sha256[..2])
+}
+
+/// A dataset's manifest prefix; one part per ingest job.
+pub fn manifest_prefix(dataset: &str) -> String {
+    format!("datasets/{dataset}/manifest/")
+}
+
+/// One ingest job's share of a dataset manifest (CSV).
+pub fn manifest_part(dataset: &str, job_id: &str) -> String {
+    format!("{}{job_id}.csv", manifest_prefix(dataset))
+}
+
+/// Progress/summary record of a job (ingest or score).
+pub fn job_status(job_id: &str) -> String {
+    format!("jobs/{job_id}/status.json")
+}
+
+/// Prefix of a dataset's feature shards for a backbone.
+pub fn features_prefix(dataset: &str, backbone: &str) -> String {
+    format!("features/{dataset}/{backbone}/")
+}
+
+/// One feature shard, named by a hash of its sorted tile ids so a redelivered batch overwrites.
+pub fn feature_shard(dataset: &str, backbone: &str, batch_hash: &str) -> String {
+    format!(
+        "{}shards/{batch_hash}.safetensors",
+        features_prefix(dataset, backbone)
+    )
+}
+
+/// Marker recording that a tile has features (the index that makes re-featurizing a no-op).
+pub fn feature_marker(dataset: &str, backbone: &str, tile_id: &str) -> String {
+    format!("{}index/{tile_id}", features_prefix(dataset, backbone))
+}
+
+/// Everything of one training run.
+pub fn run_prefix(run: &str) -> String {
+    format!("runs/{run}/")
+}
+
+/// Predictions of a score job's batch, named by a hash of its tile ids.
+pub fn prediction_batch(job_id: &str, batch_hash: &str) -> String {
+    format!("jobs/{job_id}/predictions/{batch_hash}.json")
+}
+
+/// Assembled outputs of a score job.
+pub fn job_outputs(job_id: &str) -> String {
+    format!("jobs/{job_id}/outputs/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_escaping_keys() {
+        for k in ["", "/etc/passwd", "a/../b", "..", "a/./b", "a\\b", "a\nb"] {
+            assert!(validate(k).is_err(), "{k:?} accepted");
+        }
+        assert!(validate("raw/d/j/train/field/b001.jpg").is_ok());
+        assert!(validate("a/..b/c").is_ok());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("rsscn7").is_ok());
+        assert!(validate_name("run-1.2_a").is_ok());
+        for n in ["", ".x", "a/b", "a b", "<script>"] {
+            assert!(validate_name(n).is_err(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn tile_keys_are_content_addressed() {
+        assert_eq!(tile("abcdef", "jpg"), "tiles/ab/abcdef.jpg");
+    }
+}

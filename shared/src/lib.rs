@@ -1,0 +1,21 @@
+//! The aerial shared library: everything the services have in common, defined once.
+
+pub mod broker;
+pub mod config;
+pub mod imaging;
+pub mod keys;
+pub mod malloc;
+pub mod manifest;
+pub mod messages;
+pub mod service;
+pub mod shutdown;
+pub mod status;
+pub mod store;
+pub mod telemetry;
+pub mod topology;
+pub mod worker;
+
+pub use broker::{Broker, Publisher};
+pub use config::Settings;
+pub use store::Store;
+pub use telemetry::Telemetry;

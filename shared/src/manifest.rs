@@ -1,0 +1,177 @@
+//! Dataset manifests: one CSV row per tile, readable by any tool.
+
+use crate::messages::{Split, Tile, TileGeo};
+use serde::{Deserialize, Serialize};
+
+/// One manifest row (flat, so it is plain CSV).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Tile id, unique in the dataset.
+    pub id: String,
+    /// S3 key of the tile image.
+    pub key: String,
+    /// `train`, `val` or empty.
+    pub split: String,
+    /// Label or empty.
+    pub label: String,
+    /// Acquisition date or empty.
+    pub date: String,
+    /// Grid row (scenes).
+    pub row: Option<u32>,
+    /// Grid column (scenes).
+    pub col: Option<u32>,
+    /// CRS of the footprint (scenes).
+    pub crs: String,
+    /// Footprint min x in the CRS.
+    pub min_x: Option<f64>,
+    /// Footprint min y.
+    pub min_y: Option<f64>,
+    /// Footprint max x.
+    pub max_x: Option<f64>,
+    /// Footprint max y.
+    pub max_y: Option<f64>,
+    /// West longitude.
+    pub lon_min: Option<f64>,
+    /// South latitude.
+    pub lat_min: Option<f64>,
+    /// East longitude.
+    pub lon_max: Option<f64>,
+    /// North latitude.
+    pub lat_max: Option<f64>,
+    /// sha256 of the tile bytes.
+    pub sha256: String,
+    /// Input file the tile came from.
+    pub source: String,
+}
+
+impl ManifestRow {
+    /// The row describing `tile`, cut from `source`.
+    pub fn from_tile(tile: &Tile, source: &str) -> Self {
+        let g = tile.geo.as_ref();
+        Self {
+            id: tile.tile_id.clone(),
+            key: tile.key.clone(),
+            split: tile
+                .split
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            label: tile.label.clone().unwrap_or_default(),
+            date: tile.date.clone().unwrap_or_default(),
+            row: g.map(|g| g.row),
+            col: g.map(|g| g.col),
+            crs: g.map(|g| g.crs.clone()).unwrap_or_default(),
+            min_x: g.map(|g| g.bounds[0]),
+            min_y: g.map(|g| g.bounds[1]),
+            max_x: g.map(|g| g.bounds[2]),
+            max_y: g.map(|g| g.bounds[3]),
+            lon_min: g.map(|g| g.lonlat_bounds[0]),
+            lat_min: g.map(|g| g.lonlat_bounds[1]),
+            lon_max: g.map(|g| g.lonlat_bounds[2]),
+            lat_max: g.map(|g| g.lonlat_bounds[3]),
+            sha256: tile.sha256.clone(),
+            source: source.to_string(),
+        }
+    }
+
+    /// The tile message for this row.
+    pub fn to_tile(&self, dataset: &str, backbone: &str) -> Tile {
+        let geo = match (
+            self.row, self.col, self.min_x, self.min_y, self.max_x, self.max_y,
+        ) {
+            (Some(row), Some(col), Some(a), Some(b), Some(c), Some(d)) => Some(TileGeo {
+                row,
+                col,
+                crs: self.crs.clone(),
+                bounds: [a, b, c, d],
+                lonlat_bounds: [
+                    self.lon_min.unwrap_or(f64::NAN),
+                    self.lat_min.unwrap_or(f64::NAN),
+                    self.lon_max.unwrap_or(f64::NAN),
+                    self.lat_max.unwrap_or(f64::NAN),
+                ],
+            }),
+            _ => None,
+        };
+        Tile {
+            dataset: dataset.to_string(),
+            tile_id: self.id.clone(),
+            key: self.key.clone(),
+            sha256: self.sha256.clone(),
+            label: (!self.label.is_empty()).then(|| self.label.clone()),
+            split: match self.split.as_str() {
+                "train" => Some(Split::Train),
+                "val" => Some(Split::Val),
+                _ => None,
+            },
+            date: (!self.date.is_empty()).then(|| self.date.clone()),
+            geo,
+            backbone: backbone.to_string(),
+        }
+    }
+}
+
+/// Serialises rows as CSV with a header.
+pub fn to_csv(rows: &[ManifestRow]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).expect("rows serialise");
+    }
+    w.into_inner().expect("in-memory writer")
+}
+
+/// Parses CSV written by [`to_csv`].
+pub fn from_csv(bytes: &[u8]) -> Result<Vec<ManifestRow>, csv::Error> {
+    csv::Reader::from_reader(bytes).deserialize().collect()
+}
+
+/// Reads every part of a dataset's manifest, deduplicated by tile id (last part wins).
+pub async fn load(
+    store: &crate::Store,
+    dataset: &str,
+) -> Result<Vec<ManifestRow>, crate::store::StoreError> {
+    let mut by_id = std::collections::BTreeMap::new();
+    let mut parts = store.list(&crate::keys::manifest_prefix(dataset)).await?;
+    parts.sort_by(|a, b| a.key.cmp(&b.key));
+    for part in parts {
+        let bytes = store.get(&part.key).await?;
+        let rows = from_csv(&bytes).map_err(|e| crate::store::StoreError::Request {
+            op: "parse_manifest",
+            key: part.key.clone(),
+            message: e.to_string(),
+        })?;
+        for r in rows {
+            by_id.insert(r.id.clone(), r);
+        }
+    }
+    Ok(by_id.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trip_keeps_geo_and_labels() {
+        let t = Tile {
+            dataset: "d".into(),
+            tile_id: "2009-08-18/r3c4".into(),
+            key: "tiles/ab/abc.png".into(),
+            sha256: "abc".into(),
+            label: None,
+            split: None,
+            date: Some("2009-08-18".into()),
+            geo: Some(TileGeo {
+                row: 3,
+                col: 4,
+                crs: "EPSG:26914".into(),
+                bounds: [1.0, 2.0, 3.0, 4.0],
+                lonlat_bounds: [-99.1, 47.0, -99.0, 47.1],
+            }),
+            backbone: "mobilenet_v2".into(),
+        };
+        let rows = vec![ManifestRow::from_tile(&t, "a.tif")];
+        let back = from_csv(&to_csv(&rows)).unwrap();
+        assert_eq!(back, rows);
+        assert_eq!(back[0].to_tile("d", "mobilenet_v2"), t);
+    }
+}

@@ -1,0 +1,488 @@
+//! Every message that crosses the broker, wrapped in a versioned envelope.
+//!
+//! On the wire a message is one JSON object: `{"schema_version": 1, ...fields}`. A consumer
+//! rejects an unknown version with [`DecodeError::UnsupportedVersion`] before looking at the
+//! rest, so an old replica never misreads a newer producer's message.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// The only schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Largest message body accepted; larger ones are dead-lettered unread.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A message body with its schema version, as it travels.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope<M> {
+    /// Schema version of the body; must equal [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The message itself, flattened into the same JSON object.
+    #[serde(flatten)]
+    pub body: M,
+}
+
+/// A type that travels on a queue.
+pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
+    /// Name used for its JSON Schema file and in errors.
+    const NAME: &'static str;
+}
+
+/// Why a message body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is larger than [`MAX_MESSAGE_BYTES`].
+    #[error("message of {size} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Body size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not JSON at all.
+    #[error("malformed json: {0}")]
+    Malformed(serde_json::Error),
+    /// JSON without a numeric `schema_version`.
+    #[error("missing or non-numeric schema_version")]
+    MissingVersion,
+    /// A version this build does not know.
+    #[error("unsupported schema_version {found} (this build reads {supported})")]
+    UnsupportedVersion {
+        /// Version in the message.
+        found: u64,
+        /// Version understood here.
+        supported: u32,
+    },
+    /// Right version, but the fields do not match the schema of `kind`.
+    #[error("invalid {kind} message: {source}")]
+    Invalid {
+        /// Expected message type.
+        kind: &'static str,
+        /// What serde found wrong.
+        source: serde_json::Error,
+    },
+}
+
+/// Serialises `msg` inside a current-version envelope.
+pub fn encode<M: Message>(msg: &M) -> Vec<u8> {
+    let env = Envelope {
+        schema_version: SCHEMA_VERSION,
+        body: msg,
+    };
+    serde_json::to_vec(&env).expect("message types always serialise")
+}
+
+/// Checks size and version, then parses the body as `M`.
+pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or(DecodeError::MissingVersion)?;
+    if version != u64::from(SCHEMA_VERSION) {
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let env: Envelope<M> =
+        serde_json::from_value(value).map_err(|source| DecodeError::Invalid {
+            kind: M::NAME,
+            source,
+        })?;
+    Ok(env.body)
+}
+
+/// Training or validation split of a labelled tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// Used to fit models.
+    Train,
+    /// Held out to measure them.
+    Val,
+}
+
+impl Split {
+    /// Lower-case name, as in folder names and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+        }
+    }
+}
+
+/// Where a tile lies on the ground.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TileGeo {
+    /// Grid row of the tile in its scene (0 = north edge).
+    pub row: u32,
+    /// Grid column (0 = west edge).
+    pub col: u32,
+    /// CRS of `bounds`, e.g. `EPSG:26914`.
+    pub crs: String,
+    /// Footprint in the scene CRS: min x, min y, max x, max y.
+    pub bounds: [f64; 4],
+    /// Footprint in WGS84: west, south, east, north (degrees).
+    pub lonlat_bounds: [f64; 4],
+}
+
+/// What the ingest service does with a dataset's tiles once they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestTarget {
+    /// Publish tiles to the featurize queue (datasets to learn from).
+    #[default]
+    Featurize,
+    /// Publish nothing yet: tiles wait for a score job (regions to map).
+    Store,
+}
+
+/// What an ingest job reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum IngestSource {
+    /// A folder of `train/<label>/*` and `val/<label>/*`, or `<label>/*` to be split.
+    Labelled {
+        /// S3 prefix holding the uploaded folder (`raw/<dataset>/<upload>/`).
+        raw_prefix: String,
+        /// Validation share for a folder without splits.
+        val_frac: f64,
+        /// Seed of that split.
+        seed: u64,
+    },
+    /// Geo-referenced scenes to cut into tiles of a fixed ground size.
+    Scene {
+        /// S3 prefix holding the uploaded `.tif` files.
+        raw_prefix: String,
+        /// Tile edge on the ground, metres.
+        tile_meters: f64,
+        /// Acquisition date for every scene, overriding dates parsed from file names.
+        date: Option<String>,
+    },
+}
+
+/// Ask the ingest service to validate, tile and store one uploaded input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IngestJob {
+    /// Unique job id (also the progress key).
+    pub job_id: String,
+    /// Dataset the tiles join.
+    pub dataset: String,
+    /// What to read.
+    pub source: IngestSource,
+    /// Where the tiles go next.
+    #[serde(default)]
+    pub target: IngestTarget,
+    /// Backbone the featurize stage should use.
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+}
+
+/// Default backbone name.
+pub fn default_backbone() -> String {
+    "mobilenet_v2".into()
+}
+
+/// One stored tile, as published to featurize (and to score, with its job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Tile {
+    /// Dataset the tile belongs to.
+    pub dataset: String,
+    /// Stable id of the tile within its dataset.
+    pub tile_id: String,
+    /// S3 key of the encoded tile image.
+    pub key: String,
+    /// sha256 of the tile bytes (hex).
+    pub sha256: String,
+    /// Label, for labelled datasets.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Split, for labelled datasets.
+    #[serde(default)]
+    pub split: Option<Split>,
+    /// Acquisition date (`YYYY-MM-DD`), for scenes.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// Footprint, for scenes.
+    #[serde(default)]
+    pub geo: Option<TileGeo>,
+    /// Backbone to featurize with.
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+}
+
+/// Ask the train service to fit one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainJob {
+    /// Run name, unique; the run's S3 prefix.
+    pub run: String,
+    /// Labelled dataset to learn from.
+    pub dataset: String,
+    /// Backbone whose features (or weights) are used.
+    pub backbone: String,
+    /// Learning method.
+    pub method: Method,
+    /// Stratified share of each class's training tiles used (0 < f ≤ 1).
+    pub sample_frac: f64,
+    /// Seed for sampling, initialisation and shuffling.
+    pub seed: u64,
+    /// Method parameters.
+    pub params: TrainParams,
+}
+
+/// How a run learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Multinomial logistic regression on frozen features.
+    Logistic,
+    /// Random forest on frozen features.
+    RandomForest,
+    /// Fine-tune the CNN itself.
+    Finetune,
+}
+
+impl Method {
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Logistic => "logistic",
+            Method::RandomForest => "random_forest",
+            Method::Finetune => "finetune",
+        }
+    }
+}
+
+/// Which layers a fine-tune updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Retraining {
+    /// Only the new classification layer.
+    LastOnly,
+    /// The classifier plus the final feature blocks.
+    FullyConnected,
+    /// Every layer.
+    All,
+}
+
+/// Hyper-parameters; each method reads the ones it uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainParams {
+    /// Epochs (finetune) or iterations (logistic).
+    pub epochs: u32,
+    /// Minibatch size (finetune).
+    pub batch: u32,
+    /// Learning rate (finetune) or L2 strength (logistic).
+    pub lr: f64,
+    /// Retraining depth (finetune).
+    #[serde(default)]
+    pub retraining: Option<Retraining>,
+    /// Trees (random forest).
+    #[serde(default)]
+    pub trees: Option<u32>,
+    /// Maximum tree depth (random forest).
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+}
+
+/// Ask for a dataset to be scored with a run's model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScoreJob {
+    /// Unique job id.
+    pub job_id: String,
+    /// Run whose model scores.
+    pub run: String,
+    /// Dataset (region) to score.
+    pub dataset: String,
+}
+
+/// One tile of a score job, consumed by score replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScoreTile {
+    /// The job it belongs to.
+    pub job_id: String,
+    /// Run whose model scores it.
+    pub run: String,
+    /// The tile.
+    pub tile: Tile,
+}
+
+/// Something that happened, published on the events exchange for the metrics service and CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Service that saw it.
+    pub service: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Progress of an ingest or score job.
+    JobProgress {
+        /// Job id.
+        job_id: String,
+        /// Items done so far.
+        done: u64,
+        /// Items expected, when known.
+        total: Option<u64>,
+        /// Items rejected so far.
+        failed: u64,
+    },
+    /// A feature shard was written.
+    Featurized {
+        /// Dataset.
+        dataset: String,
+        /// Backbone.
+        backbone: String,
+        /// Rows in the shard.
+        tiles: u64,
+        /// Shard key.
+        key: String,
+    },
+    /// A training run began.
+    RunStarted {
+        /// Run name.
+        run: String,
+    },
+    /// A fine-tune epoch ended.
+    Epoch {
+        /// Run name.
+        run: String,
+        /// 1-based epoch.
+        epoch: u32,
+        /// Mean training loss.
+        train_loss: f64,
+        /// Training error, percent.
+        train_error_pct: f64,
+        /// Validation accuracy, 0..1.
+        val_accuracy: f64,
+    },
+    /// A training run ended.
+    RunFinished {
+        /// Run name.
+        run: String,
+        /// Validation accuracy, 0..1.
+        accuracy: f64,
+    },
+    /// A message went to a dead-letter queue.
+    DeadLettered {
+        /// Queue it came from.
+        queue: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Message for IngestJob {
+    const NAME: &'static str = "ingest_job";
+}
+impl Message for Tile {
+    const NAME: &'static str = "tile";
+}
+impl Message for TrainJob {
+    const NAME: &'static str = "train_job";
+}
+impl Message for ScoreJob {
+    const NAME: &'static str = "score_job";
+}
+impl Message for ScoreTile {
+    const NAME: &'static str = "score_tile";
+}
+impl Message for Event {
+    const NAME: &'static str = "event";
+}
+
+/// `(name, JSON Schema)` of every message type, for `aerial schemas` and its currency test.
+pub fn schemas() -> Vec<(&'static str, String)> {
+    fn one<M: Message>() -> (&'static str, String) {
+        let schema = schemars::schema_for!(Envelope<M>);
+        let mut text = serde_json::to_string_pretty(&schema).expect("schema serialises");
+        text.push('\n');
+        (M::NAME, text)
+    }
+    vec![
+        one::<IngestJob>(),
+        one::<Tile>(),
+        one::<TrainJob>(),
+        one::<ScoreJob>(),
+        one::<ScoreTile>(),
+        one::<Event>(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> ScoreJob {
+        ScoreJob {
+            job_id: "j1".into(),
+            run: "r".into(),
+            dataset: "d".into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_with_version() {
+        let bytes = encode(&job());
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(decode::<ScoreJob>(&bytes).unwrap(), job());
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_garbage() {
+        let e = decode::<ScoreJob>(br#"{"schema_version":2,"job_id":"a","run":"r","dataset":"d"}"#)
+            .unwrap_err();
+        assert!(
+            matches!(e, DecodeError::UnsupportedVersion { found: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unsupported schema_version 2"));
+        assert!(matches!(
+            decode::<ScoreJob>(b"{not json").unwrap_err(),
+            DecodeError::Malformed(_)
+        ));
+        assert!(matches!(
+            decode::<ScoreJob>(br#"{"job_id":"a"}"#).unwrap_err(),
+            DecodeError::MissingVersion
+        ));
+        let e = decode::<ScoreJob>(br#"{"schema_version":1,"job_id":"a"}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("invalid score_job message"),
+            "{e}"
+        );
+        let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            decode::<ScoreJob>(&big).unwrap_err(),
+            DecodeError::TooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn event_kind_is_tagged() {
+        let ev = Event {
+            at: Utc::now(),
+            service: "train".into(),
+            kind: EventKind::RunStarted { run: "x".into() },
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&ev)).unwrap();
+        assert_eq!(v["event"], "run_started");
+        assert_eq!(decode::<Event>(&encode(&ev)).unwrap(), ev);
+    }
+}

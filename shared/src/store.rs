@@ -1,0 +1,361 @@
+//! S3-compatible object store client over `aws-sdk-s3`.
+
+use crate::config::S3Settings;
+use crate::keys::{self, KeyError};
+use aws_sdk_s3::{
+    config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Credentials, Region},
+    error::{ProvideErrorMetadata, SdkError},
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+    Client,
+};
+use bytes::Bytes;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+/// Objects above this size are uploaded in parts of this size.
+pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The key does not exist.
+    #[error("object not found: {key}")]
+    NotFound {
+        /// Missing key.
+        key: String,
+    },
+    /// The key would be unsafe to use.
+    #[error(transparent)]
+    InvalidKey(#[from] KeyError),
+    /// The request failed after retries.
+    #[error("s3 {op} {key}: {message}")]
+    Request {
+        /// Operation name.
+        op: &'static str,
+        /// Key or prefix.
+        key: String,
+        /// Error code and message from the server or transport.
+        message: String,
+    },
+}
+
+/// Metadata of a listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A client bound to one bucket.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    bucket: String,
+}
+
+fn request_error<E, R>(op: &'static str, key: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let message = match &err {
+        SdkError::ServiceError(e) => {
+            let m = e.err();
+            format!(
+                "{}: {}",
+                m.code().unwrap_or("error"),
+                m.message().unwrap_or("no message")
+            )
+        }
+        other => aws_sdk_s3::error::DisplayErrorContext(other).to_string(),
+    };
+    StoreError::Request {
+        op,
+        key: key.to_string(),
+        message,
+    }
+}
+
+fn is_not_found<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool
+where
+    R: HttpStatus,
+{
+    match err {
+        SdkError::ServiceError(e) => {
+            e.raw().status_code() == 404 || matches!(e.err().code(), Some("NoSuchKey" | "NotFound"))
+        }
+        _ => false,
+    }
+}
+
+/// HTTP status of a raw response (abstracts the SDK's response type).
+trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+impl Store {
+    /// Builds a client from settings: endpoint, path style, static or chain credentials,
+    /// standard retries and timeouts.
+    pub async fn connect(s: &S3Settings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .retry_config(RetryConfig::standard().with_max_attempts(s.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let (Some(ak), Some(sk)) = (&s.access_key, &s.secret_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                ak.clone(),
+                sk.expose_secret().to_string(),
+                None,
+                None,
+                "aerial-config",
+            ));
+        }
+        if let Some(ep) = &s.endpoint {
+            loader = loader.endpoint_url(ep.clone());
+        }
+        let shared = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s.path_style)
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            bucket: s.bucket.clone(),
+        }
+    }
+
+    /// The same client on another bucket.
+    pub fn with_bucket(&self, bucket: &str) -> Self {
+        Self {
+            client: self.client.clone(),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// Bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket unless it exists.
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error().and_then(|s| s.code()) {
+                Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists") => Ok(()),
+                _ => Err(request_error("create_bucket", &self.bucket, e)),
+            },
+        }
+    }
+
+    /// Writes an object; large ones go up in parts. Returns once the store has it.
+    pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<(), StoreError> {
+        keys::validate(key)?;
+        let body: Bytes = body.into();
+        if body.len() > MULTIPART_PART_BYTES {
+            return self.put_multipart(key, body).await;
+        }
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| request_error("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| request_error("create_multipart_upload", key, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            for (i, chunk) in body.chunks(MULTIPART_PART_BYTES).enumerate() {
+                let n = i as i32 + 1;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(n)
+                    .body(ByteStream::from(body.slice_ref(chunk)))
+                    .send()
+                    .await
+                    .map_err(|e| request_error("upload_part", key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(String::from))
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| request_error("complete_multipart_upload", key, e))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // leave no orphaned parts behind
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// Reads a whole object; a missing key is [`StoreError::NotFound`].
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        keys::validate(key)?;
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(request_error("get", key, e)),
+        };
+        let data = out.body.collect().await.map_err(|e| StoreError::Request {
+            op: "get",
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    /// Reads and parses a JSON object.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let bytes = self.get(key).await?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Request {
+            op: "get_json",
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes a value as pretty JSON.
+    pub async fn put_json<T: serde::Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_vec_pretty(value).expect("serialisable value");
+        self.put(key, body).await
+    }
+
+    /// Whether a key exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        keys::validate(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(request_error("head", key, e)),
+        }
+    }
+
+    /// Lists every object under `prefix`, following pagination.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| request_error("list", prefix, e))?;
+            for o in page.contents() {
+                out.push(ObjectInfo {
+                    key: o.key().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes one object (no error if it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        keys::validate(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| request_error("delete", key, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! The consumer runtime shared by every service: consume a queue with a prefetch window,
+//! gather deliveries into batches, dead-letter undecodable ones with a reason, hand the rest
+//! to a [`BatchHandler`], and ack each message only after the handler says its output is
+//! durable. Reconnects with backoff; on shutdown it stops consuming, finishes in-flight
+//! batches and acks them.
+
+use crate::broker::{Broker, Publisher};
+use crate::config::Settings;
+use crate::messages::{decode, Message};
+use crate::telemetry::Telemetry;
+use futures::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
+    types::FieldTable,
+};
+use std::sync::{atomic::Ordering, Arc};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What to do with one message after its batch ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Output is durable: ack.
+    Ack,
+    /// Bad input: copy to the DLQ with this reason, then ack.
+    Dead(String),
+    /// Transient failure: requeue for another try.
+    Retry(String),
+}
+
+/// Context a handler gets with each batch.
+pub struct BatchCtx {
+    /// Confirm-mode publisher of the current connection.
+    pub publisher: Publisher,
+    /// Service name, for events.
+    pub service: &'static str,
+    /// Whether each message of the batch was delivered before.
+    pub redelivered: Vec<bool>,
+}
+
+/// A service's work: turn a batch of decoded messages into one outcome per message.
+#[async_trait::async_trait]
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Message type of the consumed queue.
+    type Msg: Message + Clone;
+    /// Processes `batch`; returns exactly one outcome per message, in order.
+    async fn handle(&self, ctx: &BatchCtx, batch: Vec<Self::Msg>) -> Vec<Outcome>;
+}
+
+/// Consumer runtime settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queue to consume.
+    pub queue: &'static str,
+    /// Service name (connection name, events).
+    pub service: &'static str,
+    /// Messages per batch.
+    pub batch_size: usize,
+    /// Flush a partial batch after this long.
+    pub batch_wait: Duration,
+    /// Batches processed at once.
+    pub concurrency: usize,
+}
+
+impl WorkerConfig {
+    /// From the `[worker]` settings.
+    pub fn from_settings(s: &Settings, service: &'static str, queue: &'static str) -> Self {
+        Self {
+            queue,
+            service,
+            batch_size: s.worker.batch_size.max(1),
+            batch_wait: Duration::from_millis(s.worker.batch_wait_ms),
+            concurrency: s.worker.concurrency.max(1),
+        }
+    }
+
+    fn prefetch(&self) -> u16 {
+        (self.batch_size * (self.concurrency + 1)).min(u16::MAX as usize) as u16
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs the consumer until `shutdown` is cancelled, reconnecting whenever the broker goes away.
+pub async fn run<H: BatchHandler>(
+    settings: &Settings,
+    cfg: WorkerConfig,
+    handler: Arc<H>,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let broker = match Broker::connect_with_retry(&settings.amqp, cfg.service, &shutdown).await
+        {
+            Ok(b) => b,
+            Err(crate::broker::BrokerError::Cancelled) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "broker setup failed; retrying");
+                telemetry.worker.errors.with_label_values(&["broker"]).inc();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                }
+            }
+        };
+        tracing::info!(
+            queue = cfg.queue,
+            prefetch = cfg.prefetch(),
+            batch = cfg.batch_size,
+            "consuming"
+        );
+        let end = session(&broker, &cfg, &handler, &telemetry, &shutdown).await;
+        telemetry.ready.store(false, Ordering::Relaxed);
+        match end {
+            SessionEnd::Shutdown => {
+                broker.close().await;
+                tracing::info!(queue = cfg.queue, "stopped consuming; in-flight work acked");
+                return;
+            }
+            SessionEnd::Lost(why) => {
+                telemetry
+                    .worker
+                    .errors
+                    .with_label_values(&["connection_lost"])
+                    .inc();
+                tracing::warn!(reason = %why, "broker connection lost; reconnecting");
+                broker.close().await;
+            }
+        }
+    }
+}
+
+async fn session<H: BatchHandler>(
+    broker: &Broker,
+    cfg: &WorkerConfig,
+    handler: &Arc<H>,
+    telemetry: &Telemetry,
+    shutdown: &CancellationToken,
+) -> SessionEnd {
+    let setup = async {
+        let ch = broker.channel().await?;
+        ch.basic_qos(cfg.prefetch(), BasicQosOptions::default())
+            .await?;
+        let consumer = ch
+            .basic_consume(
+                cfg.queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<_, crate::broker::BrokerError>((ch, consumer))
+    };
+    let (channel, mut consumer) = match setup.await {
+        Ok(x) => x,
+        Err(e) => return SessionEnd::Lost(e.to_string()),
+    };
+    telemetry.ready.store(true, Ordering::Relaxed);
+    let slots = Arc::new(Semaphore::new(cfg.concurrency));
+    let mut tasks = JoinSet::new();
+    let end = loop {
+        // reap finished batches so the set does not grow
+        while tasks.try_join_next().is_some() {}
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+            d = consumer.next() => match d {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+                None => break SessionEnd::Lost("consumer cancelled by broker".into()),
+            },
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + cfg.batch_wait;
+        let mut lost = None;
+        while batch.len() < cfg.batch_size {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.cancelled() => break,
+                d = consumer.next() => match d {
+                    Some(Ok(d)) => batch.push(d),
+                    Some(Err(e)) => { lost = Some(e.to_string()); break }
+                    None => { lost = Some("consumer cancelled by broker".into()); break }
+                },
+            }
+        }
+        if let Some(why) = lost {
+            break SessionEnd::Lost(why);
+        }
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+        };
+        let (h, t, c, p) = (
+            handler.clone(),
+            telemetry.clone(),
+            cfg.clone(),
+            broker.publisher().clone(),
+        );
+        tasks.spawn(async move {
+            process(&*h, &c, &t, p, batch).await;
+            drop(permit);
+        });
+    };
+    // stop new deliveries, then let in-flight batches finish and ack
+    let _ = channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await;
+    while tasks.join_next().await.is_some() {}
+    let _ = channel.close(200, "bye".into()).await;
+    end
+}
+
+async fn process<H: BatchHandler>(
+    handler: &H,
+    cfg: &WorkerConfig,
+    telemetry: &Telemetry,
+    publisher: Publisher,
+    batch: Vec<Delivery>,
+) {
+    let q = [cfg.queue];
+    let m = &telemetry.worker;
+    m.consumed.with_label_values(&q).inc_by(batch.len() as u64);
+    m.in_flight.with_label_values(&q).add(batch.len() as i64);
+    let started = Instant::now();
+    let mut good = Vec::with_capacity(batch.len());
+    let mut good_msgs = Vec::with_capacity(batch.len());
+    for d in batch {
+        match decode::<H::Msg>(&d.data) {
+            Ok(msg) => {
+                good_msgs.push(msg);
+                good.push(d);
+            }
+            Err(e) => {
+                let reason = format!("undecodable message: {e}");
+                settle(
+                    cfg,
+                    telemetry,
+                    &publisher,
+                    &d,
+                    Outcome::Dead(reason),
+                    "decode",
+                )
+                .await;
+            }
+        }
+    }
+    if !good.is_empty() {
+        m.batch_size
+            .with_label_values(&q)
+            .observe(good.len() as f64);
+        let ctx = BatchCtx {
+            publisher: publisher.clone(),
+            service: cfg.service,
+            redelivered: good.iter().map(|d| d.redelivered).collect(),
+        };
+        let n = good.len();
+        let mut outcomes = handler.handle(&ctx, good_msgs).await;
+        if outcomes.len() != n {
+            tracing::error!(
+                expected = n,
+                got = outcomes.len(),
+                "handler returned wrong outcome count; requeueing batch"
+            );
+            outcomes = vec![Outcome::Retry("handler bug: outcome count".into()); n];
+        }
+        for (d, o) in good.iter().zip(outcomes) {
+            settle(cfg, telemetry, &publisher, d, o, "input").await;
+        }
+        m.batch_seconds
+            .with_label_values(&q)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+async fn settle(
+    cfg: &WorkerConfig,
+    telemetry: &Telemetry,
+    publisher: &Publisher,
+    d: &Delivery,
+    outcome: Outcome,
+    kind: &str,
+) {
+    let q = [cfg.queue];
+    let m = &telemetry.worker;
+    m.in_flight.with_label_values(&q).dec();
+    match outcome {
+        Outcome::Ack => {
+            if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
+                m.acked.with_label_values(&q).inc();
+            }
+        }
+        Outcome::Dead(reason) => {
+            tracing::warn!(queue = cfg.queue, %reason, "dead-lettering message");
+            // the copy must be durable before the original is acked, or the message is lost
+            match publisher
+                .dead_letter(cfg.queue, &d.data, d.properties.headers().as_ref(), &reason)
+                .await
+            {
+                Ok(()) => {
+                    let _ = d.acker.ack(BasicAckOptions::default()).await;
+                    m.dead_lettered.with_label_values(&[cfg.queue, kind]).inc();
+                    // an event about a dead event would feed itself forever
+                    if cfg.queue == crate::topology::METRICS_EVENTS {
+                        return;
+                    }
+                    let _ = publisher
+                        .event(
+                            cfg.service,
+                            crate::messages::EventKind::DeadLettered {
+                                queue: cfg.queue.to_string(),
+                                reason,
+                            },
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "dead-letter publish failed; requeueing");
+                    let _ = d
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+        }
+        Outcome::Retry(reason) => {
+            tracing::warn!(queue = cfg.queue, %reason, "requeueing message after transient failure");
+            m.requeued.with_label_values(&q).inc();
+            m.errors.with_label_values(&["transient"]).inc();
+            // brief pause so a failing dependency is not hammered by instant redeliveries
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = d
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+/// A handler that dead-letters every message with a fixed reason: used by a service whose
+/// stage is not built yet, so its messages are kept (in the DLQ) and say why.
+pub struct Refuse<M> {
+    reason: &'static str,
+    _msg: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M> Refuse<M> {
+    /// Refuses with `reason`.
+    pub fn new(reason: &'static str) -> Self {
+        Self {
+            reason,
+            _msg: std::marker::PhantomData,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<M: Message + Clone> BatchHandler for Refuse<M> {
+    type Msg = M;
+    async fn handle(&self, _ctx: &BatchCtx, batch: Vec<M>) -> Vec<Outcome> {
+        vec![Outcome::Dead(self.reason.to_string()); batch.len()]
+    }
+}
