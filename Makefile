@@ -21,8 +21,10 @@ help:
 install:
 	@bash scripts/install.sh
 
+# every cargo call selects the same packages and targets, so features resolve identically
+# and one build serves lint, tests and the demo
 build: install
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --all-targets
 
 up: build
 	@bash scripts/servers.sh up $(SERVERS) fixed
@@ -43,14 +45,13 @@ lint: install
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: install
-	$(CARGO) test --workspace --exclude aerial-tests
+# unit tests only (no servers needed)
+unit: build
+	$(CARGO) test --workspace --all-targets --exclude aerial-tests
 
-integration: build
-	$(CARGO) build -p aerial-tests --tests
-	bash scripts/with-test-servers.sh $(CARGO) test -p aerial-tests
-
-test: lint unit integration
+# unit and integration tests in one run, with a private RabbitMQ + SeaweedFS pair
+test: lint build
+	bash scripts/with-test-servers.sh $(CARGO) test --workspace --all-targets
 
 schemas: build
 	./target/debug/aerial schemas --out schemas

@@ -19,9 +19,12 @@ echo "   logs: .state/services/*.log"
 echo "== ingest rsscn7 (labelled, 7 classes)"
 $AERIAL ingest labelled "$DATA/rsscn7" --dataset rsscn7
 
-echo "== job status"
-$AERIAL status
+echo "== train logistic regression on MobileNetV2 features (waits for featurize to finish)"
+$AERIAL train --name demo-logistic --dataset rsscn7 --method logistic
+$AERIAL features --dataset rsscn7
+
+echo "== runs"
+$AERIAL runs
 echo
-echo "Stages still to come in this build: featurize, train, score and the metrics dashboard"
-echo "consume their queues but dead-letter their messages with a 'not implemented' reason."
-echo "Tiles: s3://aerial/tiles/, manifest: s3://aerial/datasets/rsscn7/manifest/"
+echo "Run record: s3://aerial/runs/demo-logistic/ (descriptor, model, predictions, metrics)."
+echo "Not built yet: scene (GeoTIFF) ingest, fine-tuning, scoring a region, the dashboard."

@@ -45,4 +45,8 @@ else
   say "python packages: installing ${py_pkgs[*]} (torch is ~4.7 GB, takes a few minutes)"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi
+# a stable path to libtorch for .cargo/config.toml, whatever the Python minor version
+torch_dir=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
+ln -sfn "$torch_dir" "$VENV/libtorch"
+say "libtorch: $VENV/libtorch -> $torch_dir"
 say "done"

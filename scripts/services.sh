@@ -16,6 +16,7 @@ start() { # name port [instance]
   if alive "$pidf"; then say "$inst already running (pid $(cat "$pidf"))"; return; fi
   ( set -a; . "$ENV_FILE"; set +a
     export AERIAL__TELEMETRY__HTTP_ADDR=127.0.0.1:$port AERIAL__TELEMETRY__LOG_FORMAT=json
+    export AERIAL__MODELS__DIR=${AERIAL__MODELS__DIR:-$(realpath -m "$ROOT/../shared/models")}
     setsid nohup "$BIN/aerial-$name" > "$STATE/$inst.log" 2>&1 &
     echo $! > "$pidf" )
   say "$inst started: http://127.0.0.1:$port/metrics, log $STATE/$inst.log"

@@ -1,13 +1,17 @@
 //! The aerial shared library: everything the services have in common, defined once.
 
 pub mod broker;
+pub mod classifier;
 pub mod config;
+pub mod evaluation;
 pub mod imaging;
 pub mod keys;
 pub mod malloc;
 pub mod manifest;
 pub mod messages;
+pub mod runs;
 pub mod service;
+pub mod shards;
 pub mod shutdown;
 pub mod status;
 pub mod store;

@@ -1,8 +1,10 @@
 //! `aerial`: publishes jobs to the pipeline and reads their progress and results from S3.
 
+mod features;
 mod ingest;
 mod schemas;
 mod status;
+mod train;
 
 use aerial_shared::Settings;
 use clap::{Parser, Subcommand};
@@ -36,6 +38,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Count the tiles of a dataset that have feature vectors.
+    Features {
+        /// Dataset.
+        #[arg(long)]
+        dataset: String,
+        /// Backbone.
+        #[arg(long, default_value = "mobilenet_v2")]
+        backbone: String,
+    },
+    /// Train a classifier (publishes a train job and follows it).
+    Train(train::TrainArgs),
+    /// List finished runs, best first.
+    Runs {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write (or check) the JSON Schema of every message type.
     Schemas {
         /// Output folder.
@@ -61,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Ingest(cmd) => ingest::run(&settings, cmd).await,
         Cmd::Status { job, json } => status::run(&settings, job.as_deref(), json).await,
+        Cmd::Features { dataset, backbone } => features::run(&settings, &dataset, &backbone).await,
+        Cmd::Train(args) => train::run(&settings, args).await,
+        Cmd::Runs { json } => train::list(&settings, json).await,
         Cmd::Schemas { .. } => unreachable!("handled above"),
     }
 }

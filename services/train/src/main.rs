@@ -1,18 +1,29 @@
-//! aerial-train: consumes `train.jobs` ([`TrainJob`](aerial_shared::messages::TrainJob)) and will write run records to S3.
+//! aerial-train: consumes `train.jobs` ([`TrainJob`]); fits logistic regression or a random
+//! forest on a dataset's frozen CNN features, evaluates on its validation split and writes the
+//! run record under `runs/<run>/` (descriptor, model, predictions, metrics, summary), then
+//! publishes `run_finished`.
 //!
-//! This build only connects, declares the topology, serves `/metrics`, `/healthz` and
-//! `/readyz`, and dead-letters each message with the reason below, so nothing is lost.
+//! [`TrainJob`]: aerial_shared::messages::TrainJob
 
-use aerial_shared::{messages::TrainJob, service, topology, worker};
+mod data;
+mod handler;
+
+use aerial_shared::{service, topology, worker};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = service::start("train", None).await?;
-    let handler = Arc::new(worker::Refuse::<TrainJob>::new(
-        "train stage not implemented in this build",
+    if !app.ensure_bucket().await {
+        return Ok(());
+    }
+    let handler = Arc::new(handler::Trainer::new(
+        app.store.clone(),
+        app.telemetry.clone(),
     ));
-    let cfg = worker::WorkerConfig::from_settings(&app.settings, "train", topology::TRAIN_JOBS);
+    let mut cfg = worker::WorkerConfig::from_settings(&app.settings, "train", topology::TRAIN_JOBS);
+    cfg.batch_size = 1;
+    cfg.concurrency = 1;
     worker::run(
         &app.settings,
         cfg,

@@ -1,0 +1,248 @@
+//! `aerial train` and `aerial runs`: publish a training job, follow it, list runs.
+
+use aerial_shared::{
+    evaluation::Evaluation,
+    keys,
+    messages::{Method, Retraining, TrainJob, TrainParams},
+    runs::{self, RunMetrics, RunSummary},
+    topology, Broker, Settings, Store,
+};
+use clap::{Args, ValueEnum};
+use std::time::Duration;
+
+/// Method names on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    /// Multinomial logistic regression on frozen features.
+    Logistic,
+    /// Random forest on frozen features.
+    RandomForest,
+    /// Fine-tune the CNN.
+    Finetune,
+}
+
+/// Retraining depth names.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RetrainingArg {
+    /// The new classifier only.
+    LastOnly,
+    /// Classifier plus the final feature blocks.
+    FullyConnected,
+    /// Every layer.
+    All,
+}
+
+/// `aerial train` arguments.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run name (unique).
+    #[arg(long)]
+    name: String,
+    /// Labelled dataset.
+    #[arg(long)]
+    dataset: String,
+    /// Backbone.
+    #[arg(long, default_value = "mobilenet_v2")]
+    backbone: String,
+    /// Method.
+    #[arg(long, value_enum)]
+    method: MethodArg,
+    /// Retraining depth (finetune).
+    #[arg(long, value_enum)]
+    retraining: Option<RetrainingArg>,
+    /// Epochs (finetune) or L-BFGS iterations (logistic).
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Minibatch (finetune).
+    #[arg(long)]
+    batch: Option<u32>,
+    /// Learning rate (finetune) or L2 strength (logistic).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Trees (random forest).
+    #[arg(long)]
+    trees: Option<u32>,
+    /// Maximum tree depth (random forest).
+    #[arg(long)]
+    max_depth: Option<u32>,
+    /// Stratified share of each class's training tiles.
+    #[arg(long, default_value_t = 1.0)]
+    sample_frac: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Return after publishing.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// The job with every default filled in.
+fn job(a: &TrainArgs) -> TrainJob {
+    let method = match a.method {
+        MethodArg::Logistic => Method::Logistic,
+        MethodArg::RandomForest => Method::RandomForest,
+        MethodArg::Finetune => Method::Finetune,
+    };
+    let (epochs, lr) = match method {
+        Method::Logistic => (200, 0.01),
+        Method::RandomForest => (1, 0.0),
+        Method::Finetune => (5, 0.01),
+    };
+    let forest = method == Method::RandomForest;
+    TrainJob {
+        run: a.name.clone(),
+        dataset: a.dataset.clone(),
+        backbone: a.backbone.clone(),
+        method,
+        sample_frac: a.sample_frac,
+        seed: a.seed,
+        params: TrainParams {
+            epochs: a.epochs.unwrap_or(epochs),
+            batch: a.batch.unwrap_or(32),
+            lr: a.lr.unwrap_or(lr),
+            retraining: (method == Method::Finetune).then(|| {
+                match a.retraining.unwrap_or(RetrainingArg::All) {
+                    RetrainingArg::LastOnly => Retraining::LastOnly,
+                    RetrainingArg::FullyConnected => Retraining::FullyConnected,
+                    RetrainingArg::All => Retraining::All,
+                }
+            }),
+            trees: forest.then(|| a.trees.unwrap_or(100)),
+            max_depth: forest.then(|| a.max_depth.unwrap_or(10)),
+        },
+    }
+}
+
+/// Publishes the job and, unless `--no-wait`, waits for the run and prints its metrics.
+pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
+    keys::validate_name(&args.name)?;
+    anyhow::ensure!(
+        args.sample_frac > 0.0 && args.sample_frac <= 1.0,
+        "--sample-frac must be in (0, 1]"
+    );
+    let job = job(&args);
+    println!("train job: {}", serde_json::to_string(&job)?);
+    let store = Store::connect(&settings.s3).await;
+    store.ensure_bucket().await?;
+    if store.exists(&runs::key(&job.run, runs::SUMMARY)).await? {
+        println!("run {} already exists; its results:", job.run);
+        return print_run(&store, &job.run).await;
+    }
+    store.delete(&runs::key(&job.run, runs::ERROR)).await?;
+    let token = aerial_shared::shutdown::Token::new();
+    let broker = Broker::connect_with_retry(&settings.amqp, "aerial-cli", &token).await?;
+    broker.publisher().send(topology::TRAIN_JOBS, &job).await?;
+    broker.close().await;
+    println!("published run {}", job.run);
+    if args.no_wait {
+        return Ok(());
+    }
+    loop {
+        match store.exists(&runs::key(&job.run, runs::SUMMARY)).await {
+            Ok(true) => return print_run(&store, &job.run).await,
+            Ok(false) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Ok(err) = store
+            .get_json::<serde_json::Value>(&runs::key(&job.run, runs::ERROR))
+            .await
+        {
+            anyhow::bail!(
+                "run {} failed: {}",
+                job.run,
+                err["reason"].as_str().unwrap_or("unknown")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn print_run(store: &Store, run: &str) -> anyhow::Result<()> {
+    let s: RunSummary = store.get_json(&runs::key(run, runs::SUMMARY)).await?;
+    let m: RunMetrics = store.get_json(&runs::key(run, runs::METRICS)).await?;
+    println!(
+        "run {} ({} on {}) finished in {:.1}s on {} training tiles",
+        s.run,
+        s.method.as_str(),
+        s.backbone,
+        s.duration_s,
+        s.train_tiles
+    );
+    print_evaluation(&m.validation, &store_labels(&m.validation));
+    Ok(())
+}
+
+fn store_labels(e: &Evaluation) -> Vec<String> {
+    e.per_class.iter().map(|c| c.label.clone()).collect()
+}
+
+/// Accuracy, per-class table and confusion matrix.
+pub fn print_evaluation(e: &Evaluation, labels: &[String]) {
+    println!(
+        "accuracy {:.4} on {} validation tiles (macro F1 {:.4})",
+        e.accuracy, e.total, e.macro_f1
+    );
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>8}",
+        "label", "precision", "recall", "f1", "support"
+    );
+    for c in &e.per_class {
+        println!(
+            "{:<14} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
+    }
+    println!("confusion (rows true, columns predicted):");
+    print!("{:<14}", "");
+    for l in labels {
+        print!(" {:>6.6}", l);
+    }
+    println!();
+    for (l, row) in labels.iter().zip(&e.confusion) {
+        print!("{:<14}", l);
+        for v in row {
+            print!(" {v:>6}");
+        }
+        println!();
+    }
+}
+
+/// `aerial runs`: every finished run, best first.
+pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.s3).await;
+    let mut all = Vec::new();
+    for o in store.list("runs/").await? {
+        if o.key.ends_with(&format!("/{}", runs::SUMMARY)) {
+            all.push(store.get_json::<RunSummary>(&o.key).await?);
+        }
+    }
+    all.sort_by(|a, b| b.accuracy.total_cmp(&a.accuracy));
+    if json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|r| serde_json::json!({"name": r.run, "method": r.method, "backbone": r.backbone, "retraining": r.retraining, "accuracy": r.accuracy, "duration_s": r.duration_s, "dataset": r.dataset}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<14} {:<18} {:<16} {:>8} {:>10}",
+        "run", "method", "backbone", "retraining", "accuracy", "duration"
+    );
+    for r in &all {
+        let depth = r
+            .retraining
+            .map(|d| format!("{d:?}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<14} {:<18} {:<16} {:>8.4} {:>9.1}s",
+            r.run,
+            r.method.as_str(),
+            r.backbone,
+            depth,
+            r.accuracy,
+            r.duration_s
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The backbones and the one thread that runs them: torch modules stay on that thread, the
+//! async runtime sends it preprocessed batches and awaits the features.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tch::{CModule, Device, Kind, Tensor};
+use tokio::sync::oneshot;
+
+/// Backbones this build knows, with their feature size.
+pub const BACKBONES: [(&str, usize); 2] = [("mobilenet_v2", 1280), ("efficientnet_lite0", 1280)];
+
+/// Feature size of a known backbone.
+pub fn feature_dim(name: &str) -> Option<usize> {
+    BACKBONES.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
+}
+
+/// Path of a backbone's TorchScript featurizer.
+pub fn featurizer_path(models: &Path, name: &str) -> PathBuf {
+    models.join(name).join(format!("{name}_featurizer.pt"))
+}
+
+/// Inference failures.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// Not in [`BACKBONES`].
+    #[error("unknown backbone {0:?}")]
+    Unknown(String),
+    /// Loading or running the module failed.
+    #[error("torch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// The inference thread is gone.
+    #[error("inference thread stopped")]
+    Stopped,
+}
+
+/// Loads a featurizer on `device` (eval mode, as exported).
+pub fn load(models: &Path, name: &str, device: Device) -> Result<CModule, InferError> {
+    feature_dim(name).ok_or_else(|| InferError::Unknown(name.to_string()))?;
+    Ok(CModule::load_on_device(
+        featurizer_path(models, name),
+        device,
+    )?)
+}
+
+/// Runs `module` on `n` preprocessed images (CHW floats, concatenated); returns `[n, dim]`.
+pub fn run(
+    module: &CModule,
+    device: Device,
+    input: &[f32],
+    n: usize,
+) -> Result<Vec<f32>, InferError> {
+    let x = Tensor::from_slice(input)
+        .view([n as i64, 3, 224, 224])
+        .to_device(device);
+    let y = tch::no_grad(|| module.forward_ts(&[x]))?;
+    let y = y
+        .to_kind(Kind::Float)
+        .to_device(Device::Cpu)
+        .contiguous()
+        .view([-1]);
+    Ok(Vec::<f32>::try_from(&y)?)
+}
+
+struct Request {
+    backbone: String,
+    input: Vec<f32>,
+    n: usize,
+    reply: oneshot::Sender<Result<Vec<f32>, InferError>>,
+}
+
+/// Handle to the inference thread; cheap to clone.
+#[derive(Clone)]
+pub struct Inference {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Inference {
+    /// Starts the thread: CUDA when present, else `threads` CPU threads.
+    pub fn spawn(models: PathBuf, threads: usize, on_load: impl Fn(f64) + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || {
+                let device = Device::cuda_if_available();
+                tch::set_num_threads(threads.max(1) as i32);
+                tracing::info!(?device, threads, "inference thread started");
+                let mut cache: HashMap<String, CModule> = HashMap::new();
+                for req in rx {
+                    let result = (|| {
+                        if !cache.contains_key(&req.backbone) {
+                            let t = std::time::Instant::now();
+                            let m = load(&models, &req.backbone, device)?;
+                            on_load(t.elapsed().as_secs_f64());
+                            tracing::info!(backbone = %req.backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
+                            cache.insert(req.backbone.clone(), m);
+                        }
+                        run(&cache[&req.backbone], device, &req.input, req.n)
+                    })();
+                    let _ = req.reply.send(result);
+                }
+            })
+            .expect("spawning inference thread");
+        Self { tx }
+    }
+
+    /// Features of `n` images with `backbone`.
+    pub async fn features(
+        &self,
+        backbone: &str,
+        input: Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<f32>, InferError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request {
+                backbone: backbone.to_string(),
+                input,
+                n,
+                reply,
+            })
+            .map_err(|_| InferError::Stopped)?;
+        rx.await.map_err(|_| InferError::Stopped)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models")
+    }
+
+    /// The service's load + run path reproduces the exporter's reference features.
+    #[test]
+    fn matches_reference_features_for_each_backbone() {
+        for (name, dim) in BACKBONES {
+            let dir = models().join(name);
+            let x = Tensor::read_npy(dir.join("ref_input_chelsea_coffee.npy")).unwrap();
+            let want = Tensor::read_npy(dir.join("ref_features.npy")).unwrap();
+            let n = x.size()[0] as usize;
+            let input = Vec::<f32>::try_from(&x.contiguous().view([-1])).unwrap();
+            let m = load(&models(), name, Device::Cpu).unwrap();
+            let got = run(&m, Device::Cpu, &input, n).unwrap();
+            let want = Vec::<f32>::try_from(&want.contiguous().view([-1])).unwrap();
+            assert_eq!(got.len(), n * dim, "{name}");
+            let max = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max < 1e-4, "{name}: max abs diff {max}");
+        }
+    }
+
+    #[test]
+    fn unknown_backbone_is_refused() {
+        assert!(matches!(
+            load(&models(), "resnet9000", Device::Cpu),
+            Err(InferError::Unknown(_))
+        ));
+    }
+}

@@ -1,0 +1,175 @@
+//! Assembling training and validation matrices from a dataset's manifest and feature shards.
+
+use aerial_shared::{keys, manifest, messages::Split, shards, store::StoreError, Store};
+use ndarray::Array2;
+use rand::{seq::SliceRandom, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Rows of one split.
+pub struct Part {
+    /// Tile ids.
+    pub ids: Vec<String>,
+    /// Features, one row per tile.
+    pub x: Array2<f64>,
+    /// Label indices.
+    pub y: Vec<usize>,
+}
+
+/// Train and validation parts over a sorted label list.
+pub struct Data {
+    /// Labels, sorted; index = class.
+    pub labels: Vec<String>,
+    /// Training rows (after sampling).
+    pub train: Part,
+    /// Validation rows.
+    pub val: Part,
+    /// Feature size.
+    pub dim: usize,
+    /// Labelled tiles that had no features (not featurized yet).
+    pub missing: usize,
+}
+
+/// Why data could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// Store trouble: retry later.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The dataset cannot be trained on as it is.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Keeps `frac` of each label's items (at least one), chosen with `seed`. Stratified: every
+/// label keeps the same share, as `--sample-frac` promises.
+pub fn stratified_sample<T: Clone>(items: &[(T, usize)], frac: f64, seed: u64) -> Vec<(T, usize)> {
+    if frac >= 1.0 {
+        return items.to_vec();
+    }
+    let mut by_label: BTreeMap<usize, Vec<&(T, usize)>> = BTreeMap::new();
+    for it in items {
+        by_label.entry(it.1).or_default().push(it);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for (_, mut group) in by_label {
+        group.shuffle(&mut rng);
+        let keep = ((group.len() as f64 * frac).round() as usize).max(1);
+        out.extend(group.into_iter().take(keep).cloned());
+    }
+    out
+}
+
+/// Loads every feature vector of `dataset`/`backbone`, keyed by tile id.
+pub async fn load_features(
+    store: &Store,
+    dataset: &str,
+    backbone: &str,
+) -> Result<(HashMap<String, Vec<f32>>, usize), DataError> {
+    let prefix = keys::features_prefix(dataset, backbone) + "shards/";
+    let mut out = HashMap::new();
+    let mut dim = 0;
+    for obj in store.list(&prefix).await? {
+        let bytes = store.get(&obj.key).await?;
+        let shard =
+            shards::decode(&bytes).map_err(|e| DataError::Unusable(format!("{}: {e}", obj.key)))?;
+        dim = shard.dim;
+        for (i, id) in shard.tile_ids.into_iter().enumerate() {
+            out.insert(id, shard.features[i * dim..(i + 1) * dim].to_vec());
+        }
+    }
+    Ok((out, dim))
+}
+
+/// Builds the train/val matrices of a labelled dataset.
+pub async fn load(
+    store: &Store,
+    dataset: &str,
+    backbone: &str,
+    sample_frac: f64,
+    seed: u64,
+) -> Result<Data, DataError> {
+    let rows = manifest::load(store, dataset).await?;
+    let labelled: Vec<_> = rows
+        .iter()
+        .filter(|r| !r.label.is_empty() && !r.split.is_empty())
+        .collect();
+    if labelled.is_empty() {
+        return Err(DataError::Unusable(format!(
+            "dataset {dataset} has no labelled tiles"
+        )));
+    }
+    let labels: Vec<String> = labelled
+        .iter()
+        .map(|r| r.label.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    let (features, dim) = load_features(store, dataset, backbone).await?;
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    let mut missing = 0;
+    for r in labelled {
+        if !features.contains_key(&r.id) {
+            missing += 1;
+            continue;
+        }
+        let item = (r.id.clone(), index[r.label.as_str()]);
+        match r.split.as_str() {
+            s if s == Split::Val.as_str() => val.push(item),
+            _ => train.push(item),
+        }
+    }
+    train.sort();
+    val.sort();
+    let train = stratified_sample(&train, sample_frac, seed);
+    let to_part = |items: Vec<(String, usize)>| {
+        let mut x = Array2::<f64>::zeros((items.len(), dim));
+        for (i, (id, _)) in items.iter().enumerate() {
+            for (j, v) in features[id].iter().enumerate() {
+                x[[i, j]] = f64::from(*v);
+            }
+        }
+        Part {
+            y: items.iter().map(|(_, y)| *y).collect(),
+            ids: items.into_iter().map(|(id, _)| id).collect(),
+            x,
+        }
+    };
+    Ok(Data {
+        labels,
+        train: to_part(train),
+        val: to_part(val),
+        dim,
+        missing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarter_of_each_class() {
+        let mut items = Vec::new();
+        for c in 0..3 {
+            for i in 0..40 {
+                items.push((format!("{c}-{i}"), c));
+            }
+        }
+        let s = stratified_sample(&items, 0.25, 9);
+        for c in 0..3 {
+            assert_eq!(s.iter().filter(|(_, l)| *l == c).count(), 10);
+        }
+        assert_ne!(
+            stratified_sample(&items, 0.25, 9),
+            stratified_sample(&items, 0.25, 10)
+        );
+        assert_eq!(stratified_sample(&items, 1.0, 9).len(), 120);
+    }
+}

@@ -1,0 +1,292 @@
+//! One training job: wait until the dataset is featurized, fit, evaluate on the validation
+//! split, write the run record (summary last), publish `run_finished`.
+
+use crate::data::{self, DataError};
+use aerial_shared::{
+    classifier::{argmax_rows, ClassicModel},
+    evaluation, keys,
+    messages::{EventKind, Method, TrainJob},
+    runs::{self, EpochRecord, RunDescriptor, RunMetrics, RunSummary},
+    store::StoreError,
+    worker::{BatchCtx, BatchHandler, Outcome},
+    Publisher, Store, Telemetry,
+};
+use std::time::{Duration, Instant};
+
+/// How long a job waits for its dataset's features before giving up.
+const FEATURES_WAIT: Duration = Duration::from_secs(20 * 60);
+
+/// The train handler.
+pub struct Trainer {
+    store: Store,
+    telemetry: Telemetry,
+}
+
+impl Trainer {
+    /// A handler over `store`.
+    pub fn new(store: Store, telemetry: Telemetry) -> Self {
+        Self { store, telemetry }
+    }
+
+    /// Labelled tiles of the dataset, and how many of them have features.
+    async fn featurized(&self, job: &TrainJob) -> Result<(usize, usize), StoreError> {
+        let rows = aerial_shared::manifest::load(&self.store, &job.dataset).await?;
+        let labelled = rows.iter().filter(|r| !r.label.is_empty()).count();
+        let index = keys::features_prefix(&job.dataset, &job.backbone) + "index/";
+        let have = self.store.list(&index).await?.len();
+        Ok((labelled, have))
+    }
+
+    async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
+        if let Err(e) = keys::validate_name(&job.run).and(keys::validate_name(&job.dataset)) {
+            return Outcome::Dead(e.to_string());
+        }
+        if !(job.sample_frac > 0.0 && job.sample_frac <= 1.0) {
+            return Outcome::Dead(format!("sample_frac {} is not in (0, 1]", job.sample_frac));
+        }
+        // a redelivered job whose run already finished must not make a second record
+        match self
+            .store
+            .get_json::<RunDescriptor>(&runs::key(&job.run, runs::DESCRIPTOR))
+            .await
+        {
+            Ok(d)
+                if self
+                    .store
+                    .exists(&runs::key(&job.run, runs::SUMMARY))
+                    .await
+                    .unwrap_or(false) =>
+            {
+                return if d.method == job.method
+                    && d.dataset == job.dataset
+                    && d.params == job.params
+                {
+                    tracing::info!(run = %job.run, "run already finished; nothing to do");
+                    Outcome::Ack
+                } else {
+                    Outcome::Dead(format!(
+                        "run name {:?} is already used by another run",
+                        job.run
+                    ))
+                };
+            }
+            _ => {}
+        }
+        if job.method == Method::Finetune {
+            return Outcome::Dead(
+                "finetune is not implemented in this build; use logistic or random_forest".into(),
+            );
+        }
+        let started = Instant::now();
+        let _ = publisher
+            .event(
+                "train",
+                EventKind::RunStarted {
+                    run: job.run.clone(),
+                },
+            )
+            .await;
+        // featurize may still be running on this dataset: wait for it, within the consumer timeout
+        loop {
+            match self.featurized(&job).await {
+                Ok((0, _)) => {
+                    return Outcome::Dead(format!("dataset {} has no labelled tiles", job.dataset))
+                }
+                Ok((labelled, have)) if have >= labelled => break,
+                Ok((labelled, have)) => {
+                    if started.elapsed() > FEATURES_WAIT {
+                        return Outcome::Dead(format!(
+                            "{} of {labelled} tiles of {} still without {} features after {:?}",
+                            labelled - have,
+                            job.dataset,
+                            job.backbone,
+                            FEATURES_WAIT
+                        ));
+                    }
+                    tracing::info!(run = %job.run, have, labelled, "waiting for features");
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Err(e) => return Outcome::Retry(e.to_string()),
+            }
+        }
+        let data = match data::load(
+            &self.store,
+            &job.dataset,
+            &job.backbone,
+            job.sample_frac,
+            job.seed,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(DataError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
+        };
+        tracing::info!(run = %job.run, train = data.train.ids.len(), val = data.val.ids.len(), dim = data.dim, without_features = data.missing, "fitting");
+        let (labels, n_classes) = (data.labels.clone(), data.labels.len());
+        let params = job.params.clone();
+        let (method, seed) = (job.method, job.seed);
+        let fit_started = Instant::now();
+        let (train_x, train_y) = (data.train.x.clone(), data.train.y.clone());
+        let fitted = tokio::task::spawn_blocking(move || match method {
+            Method::Logistic => ClassicModel::fit_logistic(
+                train_x,
+                &train_y,
+                n_classes,
+                u64::from(params.epochs),
+                params.lr,
+            ),
+            _ => ClassicModel::fit_forest(
+                train_x,
+                &train_y,
+                n_classes,
+                params.trees.unwrap_or(100) as usize,
+                params.max_depth.unwrap_or(10) as usize,
+                seed,
+            ),
+        })
+        .await
+        .expect("fit does not panic");
+        let model = match fitted {
+            Ok(m) => m,
+            Err(e) => return Outcome::Dead(format!("run {}: {e}", job.run)),
+        };
+        let fit_secs = fit_started.elapsed().as_secs_f64();
+        let train_proba = model.predict_proba(data.train.x.clone());
+        let train_pred = argmax_rows(&train_proba);
+        // mean cross-entropy of the true class (probabilities clamped so a 0 vote stays finite)
+        let train_loss = data
+            .train
+            .y
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| -train_proba[[i, c]].max(1e-12).ln())
+            .sum::<f64>()
+            / data.train.y.len() as f64;
+        let train_err = train_pred
+            .iter()
+            .zip(&data.train.y)
+            .filter(|(a, b)| a != b)
+            .count() as f64
+            / data.train.y.len() as f64;
+        let proba = model.predict_proba(data.val.x.clone());
+        let pred = argmax_rows(&proba);
+        let eval = evaluation::evaluate(
+            &labels,
+            data.val.y.iter().copied().zip(pred.iter().copied()),
+        );
+        let history = vec![EpochRecord {
+            epoch: 1,
+            train_loss,
+            train_error_pct: train_err * 100.0,
+            val_accuracy: eval.accuracy,
+            duration_s: fit_secs,
+            samples_per_sec: data.train.y.len() as f64 / fit_secs.max(1e-9),
+        }];
+        let mut csv = String::from("tile,true,predicted");
+        for l in &labels {
+            csv.push_str(&format!(",p_{l}"));
+        }
+        csv.push('\n');
+        for (i, id) in data.val.ids.iter().enumerate() {
+            csv.push_str(&format!(
+                "{id},{},{}",
+                labels[data.val.y[i]], labels[pred[i]]
+            ));
+            for p in proba.row(i) {
+                csv.push_str(&format!(",{p:.6}"));
+            }
+            csv.push('\n');
+        }
+        let mut per_label = vec![0u64; n_classes];
+        data.train.y.iter().for_each(|&c| per_label[c] += 1);
+        let metrics = RunMetrics {
+            validation: eval.clone(),
+            history,
+            train_tiles: data.train.y.len() as u64,
+            train_per_label: per_label,
+            val_tiles: data.val.y.len() as u64,
+        };
+        let descriptor = RunDescriptor::new(&job, labels, Some(data.dim));
+        let summary = RunSummary {
+            run: job.run.clone(),
+            method: job.method,
+            backbone: job.backbone.clone(),
+            retraining: None,
+            dataset: job.dataset.clone(),
+            accuracy: eval.accuracy,
+            duration_s: started.elapsed().as_secs_f64(),
+            train_tiles: metrics.train_tiles,
+            finished_at: chrono::Utc::now(),
+        };
+        let write = async {
+            self.store
+                .put_json(&runs::key(&job.run, runs::DESCRIPTOR), &descriptor)
+                .await?;
+            self.store
+                .put_json(&runs::key(&job.run, runs::MODEL), &model)
+                .await?;
+            self.store
+                .put(&runs::key(&job.run, runs::PREDICTIONS), csv.into_bytes())
+                .await?;
+            self.store
+                .put_json(&runs::key(&job.run, runs::METRICS), &metrics)
+                .await?;
+            self.store
+                .put_json(&runs::key(&job.run, runs::SUMMARY), &summary)
+                .await
+        };
+        if let Err(e) = write.await {
+            return Outcome::Retry(e.to_string());
+        }
+        self.telemetry
+            .tiles
+            .with_label_values(&[job.dataset.as_str()])
+            .inc_by(metrics.train_tiles);
+        let _ = publisher
+            .event(
+                "train",
+                EventKind::RunFinished {
+                    run: job.run.clone(),
+                    accuracy: eval.accuracy,
+                },
+            )
+            .await;
+        tracing::info!(run = %job.run, accuracy = eval.accuracy, secs = summary.duration_s, "run finished");
+        Outcome::Ack
+    }
+}
+
+/// Why a run failed, kept beside its record so `aerial train` can report it.
+#[derive(serde::Serialize)]
+struct RunError<'a> {
+    run: &'a str,
+    reason: &'a str,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Trainer {
+    type Msg = TrainJob;
+
+    async fn handle(&self, ctx: &BatchCtx, batch: Vec<TrainJob>) -> Vec<Outcome> {
+        let mut out = Vec::with_capacity(batch.len());
+        for job in batch {
+            let run = job.run.clone();
+            let outcome = self.run(&ctx.publisher, job).await;
+            if let Outcome::Dead(reason) = &outcome {
+                // names that failed validation have no safe prefix to write under
+                if keys::validate_name(&run).is_ok() && !reason.contains("already used") {
+                    let _ = self
+                        .store
+                        .put_json(
+                            &runs::key(&run, runs::ERROR),
+                            &RunError { run: &run, reason },
+                        )
+                        .await;
+                }
+            }
+            out.push(outcome);
+        }
+        out
+    }
+}

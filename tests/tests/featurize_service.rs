@@ -1,0 +1,161 @@
+//! Ingest + featurize end to end on real rsscn7 tiles: every tile gets one 1280-float
+//! MobileNetV2 vector in a shard, re-featurizing writes nothing new, and an undecodable or
+//! missing tile goes to the DLQ with its reason while the rest proceeds.
+
+use aerial_shared::{keys, messages::Tile, shards, topology, Broker};
+use aerial_tests::{eventually, header_str, servers, shared_data};
+use std::path::Path;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
+    let iso = servers().isolated("featurize").await;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let models = models.to_str().unwrap();
+    let ingest = iso.spawn("aerial-ingest", &[]);
+    let feat = iso.spawn(
+        "aerial-featurize",
+        &[
+            ("AERIAL__MODELS__DIR", models),
+            ("AERIAL__WORKER__BATCH_SIZE", "8"),
+        ],
+    );
+    ingest.wait_log("consuming", Duration::from_secs(30)).await;
+    feat.wait_log("consuming", Duration::from_secs(30)).await;
+
+    // 3 images per class, 21 in all
+    let dir = tempfile::tempdir().unwrap();
+    let src = shared_data().join("rsscn7/train");
+    for class in std::fs::read_dir(&src).unwrap() {
+        let class = class.unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(class.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let out = dir.path().join("train").join(class.file_name());
+        std::fs::create_dir_all(&out).unwrap();
+        for f in files.iter().take(3) {
+            std::fs::copy(f, out.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let (ok, out) = iso.cli(&[
+        "ingest",
+        "labelled",
+        dir.path().to_str().unwrap(),
+        "--dataset",
+        "small",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("21 published"), "{out}");
+
+    let index = keys::features_prefix("small", "mobilenet_v2") + "index/";
+    eventually(Duration::from_secs(120), "21 tiles featurized", || async {
+        (iso.store.list(&index).await.unwrap().len() == 21).then_some(())
+    })
+    .await;
+    let shard_prefix = keys::features_prefix("small", "mobilenet_v2") + "shards/";
+    let shard_keys: Vec<String> = iso
+        .store
+        .list(&shard_prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut ids = Vec::new();
+    for k in &shard_keys {
+        let s = shards::decode(&iso.store.get(k).await.unwrap()).unwrap();
+        assert_eq!(s.dim, 1280);
+        assert!(s.features.iter().all(|v| v.is_finite()));
+        assert!(s.features.iter().any(|v| *v != 0.0));
+        ids.extend(s.tile_ids);
+    }
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!((n, ids.len()), (21, 21), "each tile in exactly one shard");
+
+    // send every tile again: all are skipped, no shard is added
+    let manifest = aerial_shared::manifest::load(&iso.store, "small")
+        .await
+        .unwrap();
+    let token = aerial_shared::shutdown::Token::new();
+    let broker = Broker::connect_with_retry(&iso.settings.amqp, "test", &token)
+        .await
+        .unwrap();
+    for row in &manifest {
+        broker
+            .publisher()
+            .send(
+                topology::FEATURIZE_TILES,
+                &row.to_tile("small", "mobilenet_v2"),
+            )
+            .await
+            .unwrap();
+    }
+    // plus a tile whose bytes are not an image, and one whose object is missing
+    iso.store
+        .put("tiles/zz/garbage.jpg", b"not an image".to_vec())
+        .await
+        .unwrap();
+    let mut bad = manifest[0].to_tile("small", "mobilenet_v2");
+    bad.tile_id = "bad/garbage".into();
+    bad.key = "tiles/zz/garbage.jpg".into();
+    let mut missing = bad.clone();
+    missing.tile_id = "bad/missing".into();
+    missing.key = "tiles/zz/missing.jpg".into();
+    for t in [&bad, &missing] {
+        broker
+            .publisher()
+            .send::<Tile>(topology::FEATURIZE_TILES, t)
+            .await
+            .unwrap();
+    }
+    let dlq = topology::dlq(topology::FEATURIZE_TILES);
+    eventually(
+        Duration::from_secs(60),
+        "2 bad tiles dead-lettered",
+        || async { (iso.ready(&dlq).await == 2).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(60), "queue drained", || async {
+        (iso.ready(topology::FEATURIZE_TILES).await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: Vec<String> = iso
+        .store
+        .list(&shard_prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(
+        after.len(),
+        shard_keys.len(),
+        "re-featurizing wrote new shards"
+    );
+    let reasons: Vec<String> = iso
+        .drain(&dlq)
+        .await
+        .iter()
+        .map(|(_, h)| header_str(h, topology::ERROR_HEADER).unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("bad/garbage") && r.contains("not a recognised image format")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("bad/missing") && r.contains("not found")),
+        "{reasons:?}"
+    );
+    assert!(feat.log_text().contains("backbone loaded"));
+    broker.close().await;
+    iso.cleanup().await;
+}

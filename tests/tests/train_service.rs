@@ -1,0 +1,175 @@
+//! Ingest → featurize → train on a small real dataset: `--sample-frac 0.25` trains on a
+//! quarter of each class, a repeated job leaves one record, `aerial runs --json` lists runs.
+
+use aerial_shared::{runs, topology, Broker};
+use aerial_tests::{servers, shared_data};
+use std::path::Path;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_frac_is_stratified_and_runs_are_recorded_once() {
+    let iso = servers().isolated("train").await;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let models = models.to_str().unwrap();
+    let procs = [
+        iso.spawn("aerial-ingest", &[]),
+        iso.spawn(
+            "aerial-featurize",
+            &[
+                ("AERIAL__MODELS__DIR", models),
+                ("AERIAL__WORKER__BATCH_SIZE", "16"),
+            ],
+        ),
+        iso.spawn("aerial-train", &[]),
+    ];
+    for p in &procs {
+        p.wait_log("consuming", Duration::from_secs(30)).await;
+    }
+    // 3 classes, 8 train + 2 val each
+    let dir = tempfile::tempdir().unwrap();
+    for class in ["forest", "industry", "river_lake"] {
+        for (split, take) in [("train", 8), ("val", 2)] {
+            let src = shared_data().join("rsscn7").join(split).join(class);
+            let mut files: Vec<_> = std::fs::read_dir(&src)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            let out = dir.path().join(split).join(class);
+            std::fs::create_dir_all(&out).unwrap();
+            for f in files.iter().take(take) {
+                std::fs::copy(f, out.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let (ok, out) = iso.cli(&[
+        "ingest",
+        "labelled",
+        dir.path().to_str().unwrap(),
+        "--dataset",
+        "tiny",
+    ]);
+    assert!(ok, "{out}");
+
+    // the train job waits for featurize to finish on its own
+    let (ok, out) = iso.cli(&[
+        "train",
+        "--name",
+        "quarter",
+        "--dataset",
+        "tiny",
+        "--method",
+        "logistic",
+        "--sample-frac",
+        "0.25",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("on 6 training tiles"), "{out}");
+    let metrics: runs::RunMetrics = iso
+        .store
+        .get_json(&runs::key("quarter", runs::METRICS))
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.train_per_label,
+        vec![2, 2, 2],
+        "a quarter of each class's 8 training tiles"
+    );
+    assert_eq!(metrics.val_tiles, 6);
+    assert_eq!(
+        metrics.validation.confusion.iter().flatten().sum::<u64>(),
+        6
+    );
+    let desc: runs::RunDescriptor = iso
+        .store
+        .get_json(&runs::key("quarter", runs::DESCRIPTOR))
+        .await
+        .unwrap();
+    assert_eq!(desc.labels, vec!["forest", "industry", "river_lake"]);
+    assert_eq!(desc.feature_dim, Some(1280));
+    let preds = String::from_utf8(
+        iso.store
+            .get(&runs::key("quarter", runs::PREDICTIONS))
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(preds.lines().count(), 7, "header + 6 validation rows");
+    assert!(preds.starts_with("tile,true,predicted,p_forest,p_industry,p_river_lake"));
+
+    let (ok, out) = iso.cli(&[
+        "train",
+        "--name",
+        "forest",
+        "--dataset",
+        "tiny",
+        "--method",
+        "random-forest",
+        "--trees",
+        "10",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("on 24 training tiles"), "{out}");
+
+    // the same job delivered again (as after a crash before the ack) makes no second record
+    let first: runs::RunSummary = iso
+        .store
+        .get_json(&runs::key("quarter", runs::SUMMARY))
+        .await
+        .unwrap();
+    let token = aerial_shared::shutdown::Token::new();
+    let broker = Broker::connect_with_retry(&iso.settings.amqp, "test", &token)
+        .await
+        .unwrap();
+    let job: aerial_shared::messages::TrainJob =
+        serde_json::from_str(out_job(&iso).as_str()).unwrap();
+    broker
+        .publisher()
+        .send(topology::TRAIN_JOBS, &job)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(iso.ready(topology::TRAIN_JOBS).await, 0);
+    let again: runs::RunSummary = iso
+        .store
+        .get_json(&runs::key("quarter", runs::SUMMARY))
+        .await
+        .unwrap();
+    assert_eq!(first, again, "summary rewritten by a redelivered job");
+    assert_eq!(iso.ready(&topology::dlq(topology::TRAIN_JOBS)).await, 0);
+
+    let (ok, out) = iso.cli(&["runs", "--json"]);
+    assert!(ok, "{out}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2);
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"quarter") && names.contains(&"forest"));
+    assert!(
+        rows[0]["accuracy"].as_f64().unwrap() >= rows[1]["accuracy"].as_f64().unwrap(),
+        "best first"
+    );
+    broker.close().await;
+    iso.cleanup().await;
+}
+
+/// The "quarter" job as the CLI published it (its first output line).
+fn out_job(iso: &aerial_tests::Isolated) -> String {
+    let (_, out) = iso.cli(&[
+        "train",
+        "--name",
+        "quarter",
+        "--dataset",
+        "tiny",
+        "--method",
+        "logistic",
+        "--sample-frac",
+        "0.25",
+        "--no-wait",
+    ]);
+    out.lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("train job: ")
+        .to_string()
+}
