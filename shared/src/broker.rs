@@ -138,7 +138,8 @@ impl Broker {
                     topology::declare(&b.publisher.channel).await?;
                     return Ok(b);
                 }
-                Err(BrokerError::CaFile { .. }) => return Self::connect(settings, name).await,
+                // a missing CA file will not appear by retrying
+                Err(e @ BrokerError::CaFile { .. }) => return Err(e),
                 Err(e) => {
                     let delay = delays.next().unwrap_or(Duration::from_secs(10));
                     tracing::warn!(error = %e, broker = %settings.redacted_uri(), retry_in_ms = delay.as_millis() as u64, "broker unreachable");

@@ -79,9 +79,6 @@ pub struct S3Settings {
     pub path_style: bool,
     /// Attempts per request, first included, before an error is returned.
     pub max_attempts: u32,
-    /// PEM CA bundle for an HTTPS endpoint signed by a private CA.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
 }
 
 /// Log format and HTTP listener.
@@ -106,14 +103,6 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// Threads for CPU inference (torch intra-op threads).
     pub threads: usize,
-}
-
-impl WorkerSettings {
-    /// Broker prefetch: enough unacked deliveries to fill every in-flight batch plus the next.
-    pub fn prefetch(&self) -> u16 {
-        let n = self.batch_size.max(1) * (self.concurrency.max(1) + 1);
-        n.min(u16::MAX as usize) as u16
-    }
 }
 
 /// Where model files are read from.
@@ -163,15 +152,6 @@ impl Settings {
             .build()?;
         Ok(cfg.try_deserialize()?)
     }
-
-    /// Settings for one service, with the HTTP address overridden if given.
-    pub fn load_for(path: Option<&Path>, http_addr: Option<&str>) -> Result<Self, ConfigError> {
-        let mut s = Self::load(path)?;
-        if let Some(a) = http_addr {
-            s.telemetry.http_addr = a.to_string();
-        }
-        Ok(s)
-    }
 }
 
 #[cfg(test)]
@@ -193,6 +173,6 @@ mod tests {
         let s = Settings::load(None).unwrap();
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("aerial:aerial@"), "{dbg}");
-        assert_eq!(s.worker.prefetch(), 96);
+        assert_eq!(s.worker.batch_size, 32);
     }
 }

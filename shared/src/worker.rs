@@ -79,6 +79,7 @@ impl WorkerConfig {
         }
     }
 
+    /// Broker prefetch: enough unacked deliveries to fill every in-flight batch plus the next.
     fn prefetch(&self) -> u16 {
         (self.batch_size * (self.concurrency + 1)).min(u16::MAX as usize) as u16
     }

@@ -341,3 +341,34 @@ pub fn header_str(h: &lapin::types::FieldTable, key: &str) -> Option<String> {
 pub fn shared_data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
 }
+
+/// Copies the first `per_split` images (by name) of each `class` and split from rsscn7 into
+/// `dest/<split>/<class>/`, making a small real labelled folder.
+pub fn rsscn7_sample(dest: &std::path::Path, classes: &[&str], per_split: &[(&str, usize)]) {
+    for class in classes {
+        for (split, take) in per_split {
+            let src = shared_data().join("rsscn7").join(split).join(class);
+            let mut files: Vec<_> = std::fs::read_dir(&src)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            let out = dest.join(split).join(class);
+            std::fs::create_dir_all(&out).unwrap();
+            for f in files.iter().take(*take) {
+                std::fs::copy(f, out.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+}
+
+/// The seven rsscn7 labels.
+pub const RSSCN7_CLASSES: [&str; 7] = [
+    "field",
+    "forest",
+    "grass",
+    "industry",
+    "parking",
+    "resident",
+    "river_lake",
+];

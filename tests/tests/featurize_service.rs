@@ -3,7 +3,7 @@
 //! missing tile goes to the DLQ with its reason while the rest proceeds.
 
 use aerial_shared::{keys, messages::Tile, shards, topology, Broker};
-use aerial_tests::{eventually, header_str, servers, shared_data};
+use aerial_tests::{eventually, header_str, rsscn7_sample, servers, RSSCN7_CLASSES};
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,20 +25,7 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
 
     // 3 images per class, 21 in all
     let dir = tempfile::tempdir().unwrap();
-    let src = shared_data().join("rsscn7/train");
-    for class in std::fs::read_dir(&src).unwrap() {
-        let class = class.unwrap();
-        let mut files: Vec<_> = std::fs::read_dir(class.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        let out = dir.path().join("train").join(class.file_name());
-        std::fs::create_dir_all(&out).unwrap();
-        for f in files.iter().take(3) {
-            std::fs::copy(f, out.join(f.file_name().unwrap())).unwrap();
-        }
-    }
+    rsscn7_sample(dir.path(), &RSSCN7_CLASSES, &[("train", 3)]);
     let (ok, out) = iso.cli(&[
         "ingest",
         "labelled",

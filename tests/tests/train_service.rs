@@ -2,7 +2,7 @@
 //! quarter of each class, a repeated job leaves one record, `aerial runs --json` lists runs.
 
 use aerial_shared::{runs, topology, Broker};
-use aerial_tests::{servers, shared_data};
+use aerial_tests::{rsscn7_sample, servers};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,21 +27,11 @@ async fn sample_frac_is_stratified_and_runs_are_recorded_once() {
     }
     // 3 classes, 8 train + 2 val each
     let dir = tempfile::tempdir().unwrap();
-    for class in ["forest", "industry", "river_lake"] {
-        for (split, take) in [("train", 8), ("val", 2)] {
-            let src = shared_data().join("rsscn7").join(split).join(class);
-            let mut files: Vec<_> = std::fs::read_dir(&src)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            let out = dir.path().join(split).join(class);
-            std::fs::create_dir_all(&out).unwrap();
-            for f in files.iter().take(take) {
-                std::fs::copy(f, out.join(f.file_name().unwrap())).unwrap();
-            }
-        }
-    }
+    rsscn7_sample(
+        dir.path(),
+        &["forest", "industry", "river_lake"],
+        &[("train", 8), ("val", 2)],
+    );
     let (ok, out) = iso.cli(&[
         "ingest",
         "labelled",

@@ -39,6 +39,31 @@ pub enum IngestCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Geo-referenced scenes (GeoTIFF), cut into tiles of a fixed ground size; several dates
+    /// of one place make one dataset.
+    Scene {
+        /// The scene files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Dataset name.
+        #[arg(long)]
+        dataset: String,
+        /// Tile edge on the ground, metres.
+        #[arg(long, default_value_t = 224.0)]
+        tile_meters: f64,
+        /// Acquisition date (YYYY-MM-DD) for every file; default: parsed from each file name.
+        #[arg(long)]
+        date: Option<String>,
+        /// Backbone the featurize stage uses.
+        #[arg(long, default_value = "mobilenet_v2")]
+        backbone: String,
+        /// Also send the tiles to featurize (default: store them for scoring).
+        #[arg(long)]
+        featurize: bool,
+        /// Return after publishing instead of following progress.
+        #[arg(long)]
+        no_wait: bool,
+    },
 }
 
 struct LocalFile {
@@ -86,27 +111,137 @@ fn walk(
     Ok(())
 }
 
+fn local_file(path: &Path, rel: String) -> anyhow::Result<LocalFile> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(LocalFile {
+        rel,
+        path: path.to_path_buf(),
+        size: bytes.len() as u64,
+        sha: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+/// What to upload and how to describe the job.
+struct Upload {
+    dataset: String,
+    files: Vec<LocalFile>,
+    empty_dirs: Vec<String>,
+    /// Options that change the result; part of the upload id.
+    options: String,
+    target: IngestTarget,
+    backbone: String,
+    no_wait: bool,
+    label: String,
+}
+
 /// Runs an ingest subcommand.
 pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
-    let IngestCmd::Labelled {
-        dir,
+    match cmd {
+        IngestCmd::Labelled {
+            dir,
+            dataset,
+            val_frac,
+            seed,
+            backbone,
+            store_only,
+            no_wait,
+        } => {
+            anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
+            anyhow::ensure!(
+                (0.0..1.0).contains(&val_frac),
+                "--val-frac must be in [0, 1)"
+            );
+            let mut files = Vec::new();
+            let mut empty_dirs = Vec::new();
+            walk(&dir, &dir, &mut files, &mut empty_dirs)?;
+            let up = Upload {
+                dataset,
+                files,
+                empty_dirs,
+                options: format!("labelled/{val_frac}/{seed}/{backbone}/{store_only}"),
+                target: if store_only {
+                    IngestTarget::Store
+                } else {
+                    IngestTarget::Featurize
+                },
+                backbone,
+                no_wait,
+                label: dir.display().to_string(),
+            };
+            upload_and_publish(settings, up, |raw_prefix| IngestSource::Labelled {
+                raw_prefix,
+                val_frac,
+                seed,
+            })
+            .await
+        }
+        IngestCmd::Scene {
+            files,
+            dataset,
+            tile_meters,
+            date,
+            backbone,
+            featurize,
+            no_wait,
+        } => {
+            anyhow::ensure!(tile_meters > 0.0, "--tile-meters must be positive");
+            if let Some(d) = &date {
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|e| anyhow::anyhow!("--date {d}: {e}"))?;
+            }
+            let mut local = Vec::new();
+            for f in &files {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .ok_or_else(|| anyhow::anyhow!("{} is not a file", f.display()))?;
+                anyhow::ensure!(
+                    !local.iter().any(|l: &LocalFile| l.rel == name),
+                    "two scenes named {name}"
+                );
+                local.push(local_file(f, name)?);
+            }
+            let up = Upload {
+                dataset,
+                files: local,
+                empty_dirs: Vec::new(),
+                options: format!("scene/{tile_meters}/{date:?}/{backbone}/{featurize}"),
+                target: if featurize {
+                    IngestTarget::Featurize
+                } else {
+                    IngestTarget::Store
+                },
+                backbone,
+                no_wait,
+                label: format!("{} scene(s)", files.len()),
+            };
+            upload_and_publish(settings, up, |raw_prefix| IngestSource::Scene {
+                raw_prefix,
+                tile_meters,
+                date,
+            })
+            .await
+        }
+    }
+}
+
+async fn upload_and_publish(
+    settings: &Settings,
+    up: Upload,
+    source: impl FnOnce(String) -> IngestSource,
+) -> anyhow::Result<()> {
+    let Upload {
         dataset,
-        val_frac,
-        seed,
+        files,
+        empty_dirs: empty,
+        options,
+        target,
         backbone,
-        store_only,
         no_wait,
-    } = cmd;
+        label,
+    } = up;
     keys::validate_name(&dataset)?;
-    anyhow::ensure!(dir.is_dir(), "{} is not a folder", dir.display());
-    anyhow::ensure!(
-        (0.0..1.0).contains(&val_frac),
-        "--val-frac must be in [0, 1)"
-    );
-    let mut files = Vec::new();
-    let mut empty = Vec::new();
-    walk(&dir, &dir, &mut files, &mut empty)?;
-    // the upload id derives from content, so the same folder maps to the same prefix and job
+    // the upload id derives from content, so the same input maps to the same prefix and job
     let mut h = Sha256::new();
     for f in &files {
         h.update(f.rel.as_bytes());
@@ -115,7 +250,7 @@ pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
     for d in &empty {
         h.update(d.as_bytes());
     }
-    h.update(format!("{val_frac}/{seed}/{backbone}/{store_only}").as_bytes());
+    h.update(options.as_bytes());
     let upload = hex::encode(h.finalize())[..12].to_string();
     let job_id = format!("ingest-{dataset}-{upload}");
     let prefix = keys::raw_prefix(&dataset, &upload);
@@ -154,28 +289,18 @@ pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
             .await?;
     }
     println!(
-        "{}: {} files, uploaded {} new, {} already in s3://{}/{}",
-        dir.display(),
+        "{label}: {} files, uploaded {} new, {} already in s3://{}/{}",
         files.len(),
         n_todo,
         files.len() - n_todo,
         store.bucket(),
         prefix
     );
-
     let job = IngestJob {
         job_id: job_id.clone(),
-        dataset: dataset.clone(),
-        source: IngestSource::Labelled {
-            raw_prefix: prefix,
-            val_frac,
-            seed,
-        },
-        target: if store_only {
-            IngestTarget::Store
-        } else {
-            IngestTarget::Featurize
-        },
+        dataset,
+        source: source(prefix),
+        target,
         backbone,
     };
     // a stale status from an earlier run of the same job must not read as this one's result
@@ -243,22 +368,19 @@ fn print_summary(st: &JobStatus) {
     for s in &st.skipped {
         println!("  skipped: {}: {}", s.item, s.reason);
     }
-    println!(
-        "  labels: {}",
-        st.labels
-            .iter()
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    println!(
-        "  splits: {}",
-        st.groups
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    };
+    // labelled datasets count tiles per label and split; scenes count tiles per date
+    if st.labels.is_empty() {
+        println!("  dates: {}", counts(&st.groups));
+    } else {
+        println!("  labels: {}", counts(&st.labels));
+        println!("  splits: {}", counts(&st.groups));
+    }
     for b in &st.bad {
         println!("  bad: {}: {}", b.item, b.reason);
     }

@@ -2,11 +2,12 @@
 //! and the status, publish tile messages. Bad files are reported, never fatal.
 
 use crate::labelled::{self, LabelledFile};
+use crate::scene;
 use aerial_shared::{
     broker::Outgoing,
     imaging, keys,
     manifest::{self, ManifestRow},
-    messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile},
+    messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
     status::{BadItem, JobState, JobStatus},
     store::StoreError,
     topology,
@@ -88,10 +89,40 @@ impl Ingester {
                 self.ingest_labelled(publisher, &job, &raw_prefix, layout, &mut st)
                     .await
             }
-            IngestSource::Scene { .. } => {
-                self.fail(
+            IngestSource::Scene {
+                raw_prefix,
+                tile_meters,
+                date,
+            } => {
+                if let Err(e) = keys::validate(&raw_prefix) {
+                    return self.fail(&mut st, e.to_string()).await;
+                }
+                if tile_meters.is_nan() || tile_meters <= 0.0 {
+                    return self
+                        .fail(
+                            &mut st,
+                            format!("tile_meters {tile_meters} must be positive"),
+                        )
+                        .await;
+                }
+                let objects = match self.store.list(&raw_prefix).await {
+                    Ok(o) => o,
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                };
+                if objects.is_empty() {
+                    return self
+                        .fail(&mut st, format!("no uploaded files under {raw_prefix}"))
+                        .await;
+                }
+                let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
+                self.ingest_scenes(
+                    publisher,
+                    &job,
+                    &raw_prefix,
+                    keys,
+                    tile_meters,
+                    date,
                     &mut st,
-                    "scene ingest is not implemented in this build".into(),
                 )
                 .await
             }
@@ -159,17 +190,7 @@ impl Ingester {
             if last_save.elapsed() > Duration::from_secs(2) {
                 last_save = Instant::now();
                 let _ = self.save_status(st).await;
-                let _ = publisher
-                    .event(
-                        "ingest",
-                        EventKind::JobProgress {
-                            job_id: job.job_id.clone(),
-                            done: st.done,
-                            total: Some(st.total),
-                            failed: st.failed,
-                        },
-                    )
-                    .await;
+                publish_progress(publisher, st).await;
             }
         }
         drop(results);
@@ -185,6 +206,19 @@ impl Ingester {
                 });
             }
         }
+        self.finish(publisher, job, rows, tiles, st).await
+    }
+
+    /// Publishes tiles not yet published by this job, writes the manifest part, marks the
+    /// job done. Shared by labelled and scene input.
+    async fn finish(
+        &self,
+        publisher: &Publisher,
+        job: &IngestJob,
+        mut rows: Vec<ManifestRow>,
+        mut tiles: Vec<Tile>,
+        st: &mut JobStatus,
+    ) -> Outcome {
         rows.sort_by(|a, b| a.id.cmp(&b.id));
         tiles.sort_by(|a, b| a.tile_id.cmp(&b.tile_id));
         // The manifest part is keyed by the upload and written after publishing: tiles it
@@ -224,19 +258,130 @@ impl Ingester {
             .tiles
             .with_label_values(&[job.dataset.as_str()])
             .inc_by(rows.len() as u64);
-        let _ = publisher
-            .event(
-                "ingest",
-                EventKind::JobProgress {
-                    job_id: job.job_id.clone(),
-                    done: st.done,
-                    total: Some(st.total),
-                    failed: st.failed,
-                },
-            )
-            .await;
+        publish_progress(publisher, st).await;
         tracing::info!(job = %job.job_id, dataset = %job.dataset, tiles = rows.len(), new = st.new_tiles, existing = st.existing_tiles, bad = st.failed, "ingest job done");
         Outcome::Ack
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ingest_scenes(
+        &self,
+        publisher: &Publisher,
+        job: &IngestJob,
+        raw_prefix: &str,
+        keys_in: Vec<String>,
+        tile_meters: f64,
+        date: Option<String>,
+        st: &mut JobStatus,
+    ) -> Outcome {
+        st.total = keys_in.len() as u64;
+        let mut rows = Vec::new();
+        let mut tiles = Vec::new();
+        for key in keys_in {
+            let name = key.strip_prefix(raw_prefix).unwrap_or(&key).to_string();
+            st.done += 1;
+            let Some(date) = date.clone().or_else(|| scene::date_from_name(&name)) else {
+                st.failed += 1;
+                st.bad.push(BadItem {
+                    item: name,
+                    reason: "no acquisition date: name the file ..._YYYYMMDD.tif or pass --date"
+                        .into(),
+                });
+                continue;
+            };
+            let bytes = match self.store.get(&key).await {
+                Ok(b) => b,
+                Err(e) => return Outcome::Retry(e.to_string()),
+            };
+            // GDAL reads files: give it a private temporary copy
+            let cut = tokio::task::spawn_blocking(move || {
+                let tmp = tempfile::Builder::new()
+                    .suffix(".tif")
+                    .tempfile()
+                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
+                std::fs::write(tmp.path(), &bytes)
+                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
+                scene::tile_scene(tmp.path(), tile_meters)
+            })
+            .await
+            .expect("tiling does not panic");
+            let (info, cut) = match cut {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(job = %job.job_id, item = %name, reason = %e, "bad scene");
+                    self.telemetry
+                        .worker
+                        .errors
+                        .with_label_values(&["bad_input"])
+                        .inc();
+                    st.failed += 1;
+                    st.bad.push(BadItem {
+                        item: name,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, "scene tiled");
+            let stored = futures::stream::iter(cut.into_iter().map(|t| {
+                let (store, crs, date, name) = (
+                    self.store.clone(),
+                    info.crs.clone(),
+                    date.clone(),
+                    name.clone(),
+                );
+                let dataset = job.dataset.clone();
+                let backbone = job.backbone.clone();
+                async move {
+                    let sha = hex::encode(Sha256::digest(&t.png));
+                    let tile_key = keys::tile(&sha, "png");
+                    let new = !store.exists(&tile_key).await?;
+                    if new {
+                        store.put(&tile_key, t.png).await?;
+                    }
+                    let tile = Tile {
+                        dataset,
+                        tile_id: format!("{date}/r{:03}c{:03}", t.row, t.col),
+                        key: tile_key,
+                        sha256: sha,
+                        label: None,
+                        split: None,
+                        date: Some(date),
+                        geo: Some(TileGeo {
+                            row: t.row,
+                            col: t.col,
+                            crs,
+                            bounds: t.bounds,
+                            lonlat_bounds: t.lonlat,
+                        }),
+                        backbone,
+                    };
+                    let row = ManifestRow::from_tile(&tile, &name);
+                    Ok::<_, StoreError>((tile, row, new))
+                }
+            }))
+            .buffer_unordered(PARALLEL_FILES)
+            .collect::<Vec<_>>()
+            .await;
+            for r in stored {
+                match r {
+                    Ok((tile, row, new)) => {
+                        if new {
+                            st.new_tiles += 1;
+                        } else {
+                            st.existing_tiles += 1;
+                        }
+                        *st.groups.entry(date.clone()).or_default() += 1;
+                        rows.push(row);
+                        tiles.push(tile);
+                    }
+                    Err(e) => return Outcome::Retry(e.to_string()),
+                }
+            }
+            let _ = self.save_status(st).await;
+            publish_progress(publisher, st).await;
+        }
+        self.finish(publisher, job, rows, tiles, st).await
     }
 
     async fn one_file(
@@ -293,6 +438,17 @@ impl Ingester {
             new,
         })
     }
+}
+
+/// Tells the events exchange how far a job is (best effort: the status object is the record).
+async fn publish_progress(publisher: &Publisher, st: &JobStatus) {
+    let kind = EventKind::JobProgress {
+        job_id: st.job_id.clone(),
+        done: st.done,
+        total: Some(st.total),
+        failed: st.failed,
+    };
+    let _ = publisher.event("ingest", kind).await;
 }
 
 #[async_trait::async_trait]

@@ -1,5 +1,6 @@
-//! aerial-ingest: consumes `ingest.jobs` ([`IngestJob`]); reads the uploaded raw input from
-//! S3, validates and stores content-addressed tiles, writes the dataset manifest part and the
+//! aerial-ingest: consumes `ingest.jobs` ([`IngestJob`]); reads the uploaded raw input
+//! (labelled folders, or GeoTIFF scenes cut into fixed-ground-size tiles with GDAL) from S3,
+//! validates and stores content-addressed tiles, writes the dataset manifest part and the
 //! job status, and publishes one [`Tile`] per good tile to `featurize.tiles`.
 //!
 //! [`IngestJob`]: aerial_shared::messages::IngestJob
@@ -7,6 +8,7 @@
 
 mod job;
 mod labelled;
+mod scene;
 
 use aerial_shared::{service, topology, worker};
 use std::sync::Arc;

@@ -1,0 +1,252 @@
+//! Cutting a geo-referenced scene into tiles of a fixed ground size with GDAL.
+//!
+//! Rule: a tile is `round(tile_meters / pixel_size)` pixels square (224 m on a 5 m grid →
+//! 45 px, 225 m), laid from the scene's upper-left corner; only tiles wholly inside the
+//! scene are kept, partial edge tiles are dropped. Bands 1-3 are taken as R, G, B (NAIP's
+//! 4th band, near infrared, is ignored). Tiles are stored as PNG at their native size; the
+//! shared preprocessing resizes them to the model's input.
+
+use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
+use gdal::Dataset;
+use std::path::Path;
+
+/// Why a scene was refused.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SceneError {
+    /// GDAL could not open or read it.
+    #[error("unreadable raster: {0}")]
+    Unreadable(String),
+    /// No CRS or no geotransform.
+    #[error("scene has no geo-reference (no CRS or geotransform)")]
+    NoGeoReference,
+    /// Fewer than 3 bands, or not 8-bit.
+    #[error("band layout not RGB: {0}")]
+    Bands(String),
+    /// Rotated or non-square pixels.
+    #[error("unsupported geotransform: {0}")]
+    Transform(String),
+    /// The scene is smaller than one tile.
+    #[error("scene of {width}x{height} px holds no whole {tile} px tile")]
+    TooSmall {
+        /// Width.
+        width: usize,
+        /// Height.
+        height: usize,
+        /// Tile edge.
+        tile: usize,
+    },
+}
+
+/// One cut tile.
+pub struct SceneTile {
+    /// Grid row (0 = north).
+    pub row: u32,
+    /// Grid column (0 = west).
+    pub col: u32,
+    /// PNG bytes.
+    pub png: Vec<u8>,
+    /// Footprint in the scene CRS: min x, min y, max x, max y.
+    pub bounds: [f64; 4],
+    /// Footprint in WGS84: west, south, east, north.
+    pub lonlat: [f64; 4],
+}
+
+/// What the scene is.
+pub struct SceneInfo {
+    /// `EPSG:<code>` (or the CRS name when it has no EPSG code).
+    pub crs: String,
+    /// Tile edge in pixels.
+    pub tile_px: usize,
+    /// Grid rows and columns kept.
+    pub grid: (usize, usize),
+}
+
+fn gdal_err(e: gdal::errors::GdalError) -> SceneError {
+    SceneError::Unreadable(e.to_string())
+}
+
+/// Opens `path` and cuts it into tiles of `tile_meters` on the ground.
+pub fn tile_scene(
+    path: &Path,
+    tile_meters: f64,
+) -> Result<(SceneInfo, Vec<SceneTile>), SceneError> {
+    let ds = Dataset::open(path).map_err(gdal_err)?;
+    let srs = ds.spatial_ref().map_err(|_| SceneError::NoGeoReference)?;
+    let gt = ds.geo_transform().map_err(|_| SceneError::NoGeoReference)?;
+    // GDAL reports a default identity transform for files without one
+    if gt == [0.0, 1.0, 0.0, 0.0, 0.0, 1.0] {
+        return Err(SceneError::NoGeoReference);
+    }
+    if gt[2] != 0.0 || gt[4] != 0.0 {
+        return Err(SceneError::Transform(
+            "rotated rasters are not supported".into(),
+        ));
+    }
+    let (px, py) = (gt[1], -gt[5]);
+    if px <= 0.0 || (px - py).abs() > 1e-6 * px {
+        return Err(SceneError::Transform(format!(
+            "pixels are not square north-up ({px} x {py})"
+        )));
+    }
+    let bands = ds.raster_count();
+    if bands < 3 {
+        return Err(SceneError::Bands(format!(
+            "{bands} band(s), need at least 3 (R, G, B)"
+        )));
+    }
+    let (width, height) = ds.raster_size();
+    let tile_px = (tile_meters / px).round().max(1.0) as usize;
+    let (rows, cols) = (height / tile_px, width / tile_px);
+    if rows == 0 || cols == 0 {
+        return Err(SceneError::TooSmall {
+            width,
+            height,
+            tile: tile_px,
+        });
+    }
+    let mut rgb = Vec::with_capacity(3);
+    for b in 1..=3 {
+        let band = ds.rasterband(b).map_err(gdal_err)?;
+        if band.band_type() != gdal::raster::GdalDataType::UInt8 {
+            return Err(SceneError::Bands(format!(
+                "band {b} is {:?}, need 8-bit",
+                band.band_type()
+            )));
+        }
+        rgb.push(
+            band.read_band_as::<u8>()
+                .map_err(gdal_err)?
+                .into_shape_and_vec()
+                .1,
+        );
+    }
+    let crs = match (srs.auth_name(), srs.auth_code()) {
+        (Some(name), Ok(code)) => format!("{name}:{code}"),
+        _ => srs.name().unwrap_or_else(|| "unknown".into()),
+    };
+    let mut wgs84 = SpatialRef::from_epsg(4326).map_err(gdal_err)?;
+    wgs84.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let mut src = srs.clone();
+    src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
+    let to_lonlat = CoordTransform::new(&src, &wgs84).map_err(gdal_err)?;
+    let edge = tile_px as f64 * px;
+    let mut tiles = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let img = image::RgbImage::from_fn(tile_px as u32, tile_px as u32, |x, y| {
+                let i = (r * tile_px + y as usize) * width + c * tile_px + x as usize;
+                image::Rgb([rgb[0][i], rgb[1][i], rgb[2][i]])
+            });
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+            let min_x = gt[0] + (c * tile_px) as f64 * px;
+            let max_y = gt[3] - (r * tile_px) as f64 * py;
+            let bounds = [min_x, max_y - edge, min_x + edge, max_y];
+            let mut xs = [bounds[0], bounds[2], bounds[2], bounds[0]];
+            let mut ys = [bounds[1], bounds[1], bounds[3], bounds[3]];
+            to_lonlat
+                .transform_coords(&mut xs, &mut ys, &mut [])
+                .map_err(gdal_err)?;
+            let lonlat = [
+                xs.iter().copied().fold(f64::INFINITY, f64::min),
+                ys.iter().copied().fold(f64::INFINITY, f64::min),
+                xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ];
+            tiles.push(SceneTile {
+                row: r as u32,
+                col: c as u32,
+                png,
+                bounds,
+                lonlat,
+            });
+        }
+    }
+    Ok((
+        SceneInfo {
+            crs,
+            tile_px,
+            grid: (rows, cols),
+        },
+        tiles,
+    ))
+}
+
+/// The acquisition date in a file name (`..._YYYYMMDD.tif` → `YYYY-MM-DD`), if any.
+pub fn date_from_name(name: &str) -> Option<String> {
+    let digits: Vec<char> = name.chars().collect();
+    for w in digits.windows(8).rev() {
+        if w.iter().all(char::is_ascii_digit) {
+            let s: String = w.iter().collect();
+            let d = format!("{}-{}-{}", &s[0..4], &s[4..6], &s[6..8]);
+            if chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d").is_ok()
+                && s.starts_with(['1', '2'])
+            {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/region/naip_nd_m_4709963_se")
+    }
+
+    #[test]
+    fn dates_from_names() {
+        assert_eq!(
+            date_from_name("m_4709963_se_14_1_20090818.tif").as_deref(),
+            Some("2009-08-18")
+        );
+        assert_eq!(date_from_name("scene.tif"), None);
+        assert_eq!(date_from_name("x_20091399.tif"), None);
+    }
+
+    #[test]
+    fn naip_scene_gives_320_tiles_inside_its_bounds() {
+        let (info, tiles) =
+            tile_scene(&region().join("m_4709963_se_14_1_20090818.tif"), 224.0).unwrap();
+        assert_eq!(info.crs, "EPSG:26914");
+        assert_eq!(info.tile_px, 45);
+        assert_eq!(info.grid, (16, 20));
+        assert_eq!(tiles.len(), 320);
+        // README bounds of this file: -99.18559, 47.00402, -99.12405, 47.03667
+        for t in &tiles {
+            assert!(
+                t.lonlat[0] >= -99.18560 && t.lonlat[2] <= -99.12404,
+                "{:?}",
+                t.lonlat
+            );
+            assert!(
+                t.lonlat[1] >= 47.00401 && t.lonlat[3] <= 47.03668,
+                "{:?}",
+                t.lonlat
+            );
+            assert!((t.bounds[2] - t.bounds[0] - 225.0).abs() < 1e-6);
+        }
+        assert_eq!(
+            tiles[0].bounds[3], 5209247.0,
+            "first tile starts at the scene's upper-left corner"
+        );
+        let img = image::load_from_memory(&tiles[0].png).unwrap();
+        assert_eq!((img.width(), img.height()), (45, 45));
+    }
+
+    #[test]
+    fn non_raster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.tif");
+        std::fs::write(&p, b"not a tiff").unwrap();
+        assert!(matches!(
+            tile_scene(&p, 224.0),
+            Err(SceneError::Unreadable(_))
+        ));
+    }
+}

@@ -1,0 +1,100 @@
+//! Scene ingest of the 10-date NAIP region: one dataset, 320 whole 45 px (225 m) tiles per
+//! date, lon/lat inside the documented bounds; scenes without geo-reference, with 2 bands or
+//! unreadable are reported by file and do not stop the job.
+
+use aerial_tests::{servers, shared_data};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_scenes_become_one_dated_geo_dataset() {
+    let iso = servers().isolated("scene").await;
+    let svc = iso.spawn("aerial-ingest", &[]);
+    svc.wait_log("consuming", Duration::from_secs(30)).await;
+    let region = shared_data().join("region/naip_nd_m_4709963_se");
+    let mut files: Vec<String> = std::fs::read_dir(&region)
+        .unwrap()
+        .map(|e| e.unwrap().path().to_string_lossy().to_string())
+        .filter(|p| p.ends_with(".tif"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 10);
+    let bad = tempfile::tempdir().unwrap();
+    // a JPEG has pixels but no CRS or geotransform
+    let nogeo = bad.path().join("nogeo_20200101.tif");
+    std::fs::copy(shared_data().join("rsscn7/train/field/b001.jpg"), &nogeo).unwrap();
+    let two_band = bad.path().join("twoband_20200102.tif");
+    let st = std::process::Command::new("gdal_translate")
+        .args([
+            "-q",
+            "-b",
+            "1",
+            "-b",
+            "2",
+            &files[0],
+            two_band.to_str().unwrap(),
+        ])
+        .status()
+        .expect("gdal_translate (gdal-bin) installed by make");
+    assert!(st.success());
+    let garbage = bad.path().join("garbage_20200103.tif");
+    std::fs::write(&garbage, b"II*\0 truncated").unwrap();
+    let mut args = vec!["ingest", "scene"];
+    args.extend(files.iter().map(String::as_str));
+    let extra = [
+        nogeo.to_str().unwrap(),
+        two_band.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    args.extend(["--dataset", "region", "--tile-meters", "224"]);
+    let (ok, out) = iso.cli(&args);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("3200 tiles (3200 new, 0 already stored), 0 published, 3 bad"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("nogeo_20200101.tif") && l.contains("no geo-reference")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("twoband_20200102.tif") && l.contains("2 band(s)")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("garbage_20200103.tif") && l.contains("unreadable")),
+        "{out}"
+    );
+
+    let rows = aerial_shared::manifest::load(&iso.store, "region")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3200);
+    let mut per_date: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &rows {
+        *per_date.entry(r.date.as_str()).or_default() += 1;
+        let (w, s, e, n) = (
+            r.lon_min.unwrap(),
+            r.lat_min.unwrap(),
+            r.lon_max.unwrap(),
+            r.lat_max.unwrap(),
+        );
+        // union of the README's per-file bounds, which are rounded to 5 decimals
+        let eps = 0.5e-5;
+        assert!(
+            w >= -99.18560 - eps && e <= -99.12402 + eps && w < e,
+            "{r:?}"
+        );
+        assert!(s >= 47.00402 - eps && n <= 47.03668 + eps && s < n, "{r:?}");
+        assert_eq!(r.crs, "EPSG:26914");
+        assert!(r.row.unwrap() < 16 && r.col.unwrap() < 20);
+    }
+    assert_eq!(per_date.len(), 10, "{per_date:?}");
+    assert!(per_date.values().all(|&n| n == 320), "{per_date:?}");
+    assert!(per_date.contains_key("2009-08-18") && per_date.contains_key("2020-08-31"));
+    iso.cleanup().await;
+}
