@@ -19,6 +19,9 @@ echo "   logs: .state/services/*.log"
 echo "== ingest rsscn7 (labelled, 7 classes)"
 $AERIAL ingest labelled "$DATA/rsscn7" --dataset rsscn7
 
+echo "== ingest the region: 10 dates of one NAIP scene, cut into 224 m tiles"
+$AERIAL ingest scene "$DATA"/region/naip_nd_m_4709963_se/*.tif --dataset region --tile-meters 224
+
 echo "== train logistic regression on MobileNetV2 features (waits for featurize to finish)"
 $AERIAL train --name demo-logistic --dataset rsscn7 --method logistic
 $AERIAL features --dataset rsscn7
@@ -27,4 +30,5 @@ echo "== runs"
 $AERIAL runs
 echo
 echo "Run record: s3://aerial/runs/demo-logistic/ (descriptor, model, predictions, metrics)."
-echo "Not built yet: scene (GeoTIFF) ingest, fine-tuning, scoring a region, the dashboard."
+echo "Region tiles and manifest: s3://aerial/datasets/region/manifest/ (3,200 tiles, 10 dates)."
+echo "Not built yet: fine-tuning, scoring the region into a map, the dashboard."
