@@ -116,10 +116,12 @@ start_seaweed() {
 J
   umask 022
   local p=$S3_PORT
-  # ports derived from the S3 port so one number names the whole server; gRPC = port + 10000
+  # ports derived from the S3 port so one number names the whole server; gRPC = port + 10000.
+  # Small volumes: SeaweedFS budgets free disk / volume size and grows 7 volumes per bucket,
+  # so 1 GB volumes ran out after a few test buckets on a 40 GB disk.
   setsid nohup "$WEED" server -dir="$S/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port=$((p+1)) -master.port.grpc=$((p+10001)) -master.telemetry=false \
-    -master.resumeState=false -master.volumeSizeLimitMB=1024 \
+    -master.resumeState=false -master.volumeSizeLimitMB=64 \
     -volume.port=$((p+2)) -volume.port.grpc=$((p+10002)) -volume.max=0 -volume.preStopSeconds=0 \
     -filer -filer.port=$((p+3)) -filer.port.grpc=$((p+10003)) -filer.localSocket="$S/filer.sock" \
     -s3 -s3.port=$p -s3.port.grpc=$((p+10004)) -s3.config="$S/s3.json" -s3.localSocket="$S/s3.sock" \

@@ -272,6 +272,11 @@ async fn process<H: BatchHandler>(
             );
             outcomes = vec![Outcome::Retry("handler bug: outcome count".into()); n];
         }
+        // one brief pause per batch (not per message) so a failing dependency is not
+        // hammered by instant redeliveries
+        if outcomes.iter().any(|o| matches!(o, Outcome::Retry(_))) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         for (d, o) in good.iter().zip(outcomes) {
             settle(cfg, telemetry, &publisher, d, o, "input").await;
         }
@@ -338,8 +343,6 @@ async fn settle(
             tracing::warn!(queue = cfg.queue, %reason, "requeueing message after transient failure");
             m.requeued.with_label_values(&q).inc();
             m.errors.with_label_values(&["transient"]).inc();
-            // brief pause so a failing dependency is not hammered by instant redeliveries
-            tokio::time::sleep(Duration::from_millis(500)).await;
             let _ = d
                 .acker
                 .nack(BasicNackOptions {

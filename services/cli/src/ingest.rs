@@ -326,6 +326,8 @@ async fn upload_and_publish(
 /// Polls a job's status until it is done or failed, printing progress.
 pub async fn wait(store: &Store, job_id: &str) -> anyhow::Result<JobStatus> {
     let mut last = String::new();
+    let started = std::time::Instant::now();
+    let mut hinted = false;
     loop {
         match store.get_json::<JobStatus>(&keys::job_status(job_id)).await {
             Ok(st) => {
@@ -338,7 +340,12 @@ pub async fn wait(store: &Store, job_id: &str) -> anyhow::Result<JobStatus> {
                     return Ok(st);
                 }
             }
-            Err(aerial_shared::store::StoreError::NotFound { .. }) => {}
+            Err(aerial_shared::store::StoreError::NotFound { .. }) => {
+                if !hinted && started.elapsed() > Duration::from_secs(15) {
+                    eprintln!("no ingest service has picked the job up yet (is one running? `make up` starts it); still waiting");
+                    hinted = true;
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
