@@ -9,7 +9,7 @@ use aerial_shared::{
     manifest::{self, ManifestRow},
     messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
     status::{BadItem, JobState, JobStatus},
-    store::StoreError,
+    store::{ObjectInfo, StoreError},
     topology,
     worker::{BatchCtx, BatchHandler, Outcome},
     Publisher, Store, Telemetry,
@@ -57,6 +57,25 @@ impl Ingester {
         Outcome::Dead(why)
     }
 
+    /// The uploaded objects under a job's raw prefix; a bad or empty prefix fails the job,
+    /// a store error retries it.
+    async fn uploaded(
+        &self,
+        raw_prefix: &str,
+        st: &mut JobStatus,
+    ) -> Result<Vec<ObjectInfo>, Outcome> {
+        if let Err(e) = keys::validate(raw_prefix) {
+            return Err(self.fail(st, e.to_string()).await);
+        }
+        match self.store.list(raw_prefix).await {
+            Ok(o) if o.is_empty() => Err(self
+                .fail(st, format!("no uploaded files under {raw_prefix}"))
+                .await),
+            Ok(o) => Ok(o),
+            Err(e) => Err(Outcome::Retry(e.to_string())),
+        }
+    }
+
     /// Runs one job to completion; the outcome decides the job message's fate.
     async fn run(&self, publisher: &Publisher, job: IngestJob) -> Outcome {
         let mut st = JobStatus::new(&job.job_id, "ingest", &job.dataset);
@@ -69,18 +88,10 @@ impl Ingester {
                 val_frac,
                 seed,
             } => {
-                if let Err(e) = keys::validate(&raw_prefix) {
-                    return self.fail(&mut st, e.to_string()).await;
-                }
-                let objects = match self.store.list(&raw_prefix).await {
+                let objects = match self.uploaded(&raw_prefix, &mut st).await {
                     Ok(o) => o,
-                    Err(e) => return Outcome::Retry(e.to_string()),
+                    Err(outcome) => return outcome,
                 };
-                if objects.is_empty() {
-                    return self
-                        .fail(&mut st, format!("no uploaded files under {raw_prefix}"))
-                        .await;
-                }
                 let rels: Vec<String> = objects
                     .iter()
                     .filter_map(|o| o.key.strip_prefix(&raw_prefix).map(String::from))
@@ -94,9 +105,6 @@ impl Ingester {
                 tile_meters,
                 date,
             } => {
-                if let Err(e) = keys::validate(&raw_prefix) {
-                    return self.fail(&mut st, e.to_string()).await;
-                }
                 if tile_meters.is_nan() || tile_meters <= 0.0 {
                     return self
                         .fail(
@@ -105,15 +113,10 @@ impl Ingester {
                         )
                         .await;
                 }
-                let objects = match self.store.list(&raw_prefix).await {
+                let objects = match self.uploaded(&raw_prefix, &mut st).await {
                     Ok(o) => o,
-                    Err(e) => return Outcome::Retry(e.to_string()),
+                    Err(outcome) => return outcome,
                 };
-                if objects.is_empty() {
-                    return self
-                        .fail(&mut st, format!("no uploaded files under {raw_prefix}"))
-                        .await;
-                }
                 let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
                 self.ingest_scenes(
                     publisher,
