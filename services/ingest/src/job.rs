@@ -76,6 +76,18 @@ impl Ingester {
         }
     }
 
+    /// Logs, counts (job summary and `errors_total{kind="bad_input"}`) and lists one refused input.
+    fn record_bad(&self, job: &IngestJob, st: &mut JobStatus, b: BadItem) {
+        tracing::warn!(job = %job.job_id, item = %b.item, reason = %b.reason, "bad input");
+        self.telemetry
+            .worker
+            .errors
+            .with_label_values(&["bad_input"])
+            .inc();
+        st.failed += 1;
+        st.bad.push(b);
+    }
+
     /// Runs one job to completion; the outcome decides the job message's fate.
     async fn run(&self, publisher: &Publisher, job: IngestJob) -> Outcome {
         let mut st = JobStatus::new(&job.job_id, "ingest", &job.dataset);
@@ -177,16 +189,7 @@ impl Ingester {
                     rows.push(*row);
                     tiles.push(*tile);
                 }
-                Ok(FileResult::Bad(b)) => {
-                    tracing::warn!(job = %job.job_id, item = %b.item, reason = %b.reason, "bad input file");
-                    self.telemetry
-                        .worker
-                        .errors
-                        .with_label_values(&["bad_input"])
-                        .inc();
-                    st.failed += 1;
-                    st.bad.push(b);
-                }
+                Ok(FileResult::Bad(b)) => self.record_bad(job, st, b),
                 // a store failure is not the file's fault: retry the whole job later
                 Err(e) => return Outcome::Retry(e.to_string()),
             }
@@ -284,12 +287,16 @@ impl Ingester {
             let name = key.strip_prefix(raw_prefix).unwrap_or(&key).to_string();
             st.done += 1;
             let Some(date) = date.clone().or_else(|| scene::date_from_name(&name)) else {
-                st.failed += 1;
-                st.bad.push(BadItem {
-                    item: name,
-                    reason: "no acquisition date: name the file ..._YYYYMMDD.tif or pass --date"
-                        .into(),
-                });
+                self.record_bad(
+                    job,
+                    st,
+                    BadItem {
+                        item: name,
+                        reason:
+                            "no acquisition date: name the file ..._YYYYMMDD.tif or pass --date"
+                                .into(),
+                    },
+                );
                 continue;
             };
             let bytes = match self.store.get(&key).await {
@@ -311,17 +318,14 @@ impl Ingester {
             let (info, cut) = match cut {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(job = %job.job_id, item = %name, reason = %e, "bad scene");
-                    self.telemetry
-                        .worker
-                        .errors
-                        .with_label_values(&["bad_input"])
-                        .inc();
-                    st.failed += 1;
-                    st.bad.push(BadItem {
-                        item: name,
-                        reason: e.to_string(),
-                    });
+                    self.record_bad(
+                        job,
+                        st,
+                        BadItem {
+                            item: name,
+                            reason: e.to_string(),
+                        },
+                    );
                     continue;
                 }
             };
