@@ -103,14 +103,60 @@ pub fn run_prefix(run: &str) -> String {
     format!("runs/{run}/")
 }
 
+/// What a score job was asked and expects ([`crate::predictions::ScoreSpec`]).
+pub fn score_spec(job_id: &str) -> String {
+    format!("jobs/{job_id}/spec.json")
+}
+
+/// Prefix of a score job's prediction batches.
+pub fn predictions_prefix(job_id: &str) -> String {
+    format!("jobs/{job_id}/predictions/")
+}
+
 /// Predictions of a score job's batch, named by a hash of its tile ids.
 pub fn prediction_batch(job_id: &str, batch_hash: &str) -> String {
-    format!("jobs/{job_id}/predictions/{batch_hash}.json")
+    format!("{}{batch_hash}.json", predictions_prefix(job_id))
+}
+
+/// Prefix of a score job's refused tiles.
+pub fn dead_prefix(job_id: &str) -> String {
+    format!("jobs/{job_id}/dead/")
+}
+
+/// A refused tile of a score job, named by a hash of its tile id.
+pub fn dead_tile(job_id: &str, tile_hash: &str) -> String {
+    format!("{}{tile_hash}.json", dead_prefix(job_id))
 }
 
 /// Assembled outputs of a score job.
 pub fn job_outputs(job_id: &str) -> String {
     format!("jobs/{job_id}/outputs/")
+}
+
+/// Score job output: the predictions table.
+pub const OUTPUT_TABLE: &str = "predictions.csv";
+/// Score job output: tile footprints with labels (GeoJSON).
+pub const OUTPUT_GEOJSON: &str = "tiles.geojson";
+/// Score job output: change between the first and last date.
+pub const OUTPUT_CHANGE: &str = "change.json";
+/// Score job output: the changed tiles, one per line.
+pub const OUTPUT_CHANGE_CSV: &str = "change.csv";
+/// Score job output: the job report, written last.
+pub const OUTPUT_SUMMARY: &str = "summary.json";
+
+/// Score job output: a date's class raster.
+pub fn output_geotiff(date: &str) -> String {
+    format!("map_{date}.tif")
+}
+
+/// Score job output: a date's map image.
+pub fn output_png(date: &str) -> String {
+    format!("map_{date}.png")
+}
+
+/// One assembled output file of a score job.
+pub fn job_output(job_id: &str, file: &str) -> String {
+    format!("{}{file}", job_outputs(job_id))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The aerial shared library: everything the services have in common, defined once.
 
 pub mod broker;
+pub mod change;
 pub mod classifier;
 pub mod config;
 pub mod evaluation;
@@ -9,6 +10,7 @@ pub mod keys;
 pub mod malloc;
 pub mod manifest;
 pub mod messages;
+pub mod predictions;
 pub mod runs;
 pub mod service;
 pub mod shards;

@@ -303,6 +303,21 @@ pub struct ScoreJob {
     pub run: String,
     /// Dataset (region) to score.
     pub dataset: String,
+    /// Apply a 3×3 plurality filter to each date's class grid before the change report.
+    #[serde(default)]
+    pub smooth: bool,
+}
+
+/// A score replica wrote one object of a job (a prediction batch or a refused tile);
+/// consumed by the job's coordinator, which counts tiles and assembles the outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScoreProgress {
+    /// The job.
+    pub job_id: String,
+    /// Key of the object just written (under `jobs/<job>/predictions/` or `.../dead/`).
+    pub key: String,
+    /// Replica that wrote it.
+    pub replica: String,
 }
 
 /// One tile of a score job, consumed by score replicas.
@@ -400,6 +415,9 @@ impl Message for TrainJob {
 impl Message for ScoreJob {
     const NAME: &'static str = "score_job";
 }
+impl Message for ScoreProgress {
+    const NAME: &'static str = "score_progress";
+}
 impl Message for ScoreTile {
     const NAME: &'static str = "score_tile";
 }
@@ -421,6 +439,7 @@ pub fn schemas() -> Vec<(&'static str, String)> {
         one::<TrainJob>(),
         one::<ScoreJob>(),
         one::<ScoreTile>(),
+        one::<ScoreProgress>(),
         one::<Event>(),
     ]
 }
@@ -434,6 +453,7 @@ mod tests {
             job_id: "j1".into(),
             run: "r".into(),
             dataset: "d".into(),
+            smooth: false,
         }
     }
 

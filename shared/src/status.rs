@@ -59,6 +59,9 @@ pub struct JobStatus {
     pub skipped: Vec<BadItem>,
     /// Fatal error, when `state` is `failed`.
     pub error: Option<String>,
+    /// Workers that contributed (score replicas).
+    #[serde(default)]
+    pub replicas: Vec<String>,
     /// When work began.
     pub started_at: DateTime<Utc>,
     /// Last update.
@@ -85,6 +88,7 @@ impl JobStatus {
             bad: Vec::new(),
             skipped: Vec::new(),
             error: None,
+            replicas: Vec::new(),
             started_at: now,
             updated_at: now,
         }

@@ -23,16 +23,20 @@ pub const TRAIN_JOBS: &str = "train.jobs";
 pub const SCORE_JOBS: &str = "score.jobs";
 /// Tiles to score ([`crate::messages::ScoreTile`]).
 pub const SCORE_TILES: &str = "score.tiles";
+/// Written prediction batches of score jobs ([`crate::messages::ScoreProgress`]); one active
+/// consumer at a time (the job coordinator), any replica can take over.
+pub const SCORE_PROGRESS: &str = "score.progress";
 /// The metrics service's copy of every event.
 pub const METRICS_EVENTS: &str = "metrics.events";
 
 /// Every work queue, in pipeline order.
-pub const WORK_QUEUES: [&str; 5] = [
+pub const WORK_QUEUES: [&str; 6] = [
     INGEST_JOBS,
     FEATURIZE_TILES,
     TRAIN_JOBS,
     SCORE_JOBS,
     SCORE_TILES,
+    SCORE_PROGRESS,
 ];
 
 /// Header carrying why a message was dead-lettered.
@@ -90,6 +94,10 @@ pub async fn declare(channel: &Channel) -> lapin::Result<()> {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(queue.into()),
         );
+        if queue == SCORE_PROGRESS {
+            // completion is counted in one place; a standby replica takes over on failure
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
         channel.queue_declare(queue.into(), qopts, args).await?;
         let dead = dlq(queue);
         channel

@@ -41,6 +41,9 @@ pub struct BatchCtx {
     pub service: &'static str,
     /// Whether each message of the batch was delivered before.
     pub redelivered: Vec<bool>,
+    /// Counts broker sessions of this consumer: a handler that caches what it consumed
+    /// drops the cache when this changes (another consumer may have taken over meanwhile).
+    pub session: u64,
 }
 
 /// A service's work: turn a batch of decoded messages into one outcome per message.
@@ -98,7 +101,9 @@ pub async fn run<H: BatchHandler>(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) {
+    let mut generation = 0u64;
     loop {
+        generation += 1;
         let broker = match Broker::connect_with_retry(&settings.amqp, cfg.service, &shutdown).await
         {
             Ok(b) => b,
@@ -118,7 +123,7 @@ pub async fn run<H: BatchHandler>(
             batch = cfg.batch_size,
             "consuming"
         );
-        let end = session(&broker, &cfg, &handler, &telemetry, &shutdown).await;
+        let end = session(&broker, &cfg, &handler, &telemetry, &shutdown, generation).await;
         telemetry.ready.store(false, Ordering::Relaxed);
         match end {
             SessionEnd::Shutdown => {
@@ -145,6 +150,7 @@ async fn session<H: BatchHandler>(
     handler: &Arc<H>,
     telemetry: &Telemetry,
     shutdown: &CancellationToken,
+    generation: u64,
 ) -> SessionEnd {
     let setup = async {
         let ch = broker.channel().await?;
@@ -206,7 +212,7 @@ async fn session<H: BatchHandler>(
             broker.publisher().clone(),
         );
         tasks.spawn(async move {
-            process(&*h, &c, &t, p, batch).await;
+            process(&*h, &c, &t, p, batch, generation).await;
             drop(permit);
         });
     };
@@ -225,6 +231,7 @@ async fn process<H: BatchHandler>(
     telemetry: &Telemetry,
     publisher: Publisher,
     batch: Vec<Delivery>,
+    generation: u64,
 ) {
     let q = [cfg.queue];
     let m = &telemetry.worker;
@@ -261,6 +268,7 @@ async fn process<H: BatchHandler>(
             publisher: publisher.clone(),
             service: cfg.service,
             redelivered: good.iter().map(|d| d.redelivered).collect(),
+            session: generation,
         };
         let n = good.len();
         let mut outcomes = handler.handle(&ctx, good_msgs).await;

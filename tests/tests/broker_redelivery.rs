@@ -49,6 +49,7 @@ async fn no_message_lost_when_consumer_stops_mid_way() {
                     job_id: format!("m{i:04}"),
                     run: "r".into(),
                     dataset: "d".into(),
+                    smooth: false,
                 },
             )
         })

@@ -3,6 +3,7 @@
 mod features;
 mod ingest;
 mod schemas;
+mod score;
 mod status;
 mod train;
 
@@ -55,6 +56,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Score a dataset (region) with a run's model (publishes a score job and follows it).
+    Score(score::ScoreArgs),
+    /// Where a score job's outputs are, and its per-class summary.
+    Results {
+        /// Job id.
+        job: String,
+        /// Download every output file into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Instead, report the change between two dates (`--change 2009-08-18 2020-08-31`).
+        #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+        change: Option<Vec<String>>,
+        /// With --change: 3×3 plurality smoothing first.
+        #[arg(long)]
+        smooth: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write (or check) the JSON Schema of every message type.
     Schemas {
         /// Output folder.
@@ -82,6 +102,17 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status { job, json } => status::run(&settings, job.as_deref(), json).await,
         Cmd::Features { dataset, backbone } => features::run(&settings, &dataset, &backbone).await,
         Cmd::Train(args) => train::run(&settings, args).await,
+        Cmd::Score(args) => score::run(&settings, args).await,
+        Cmd::Results {
+            job,
+            out,
+            change,
+            smooth,
+            json,
+        } => {
+            let change = change.map(|d| (d[0].clone(), d[1].clone(), smooth));
+            score::results(&settings, &job, out, change, json).await
+        }
         Cmd::Runs { json } => train::list(&settings, json).await,
         Cmd::Schemas { .. } => unreachable!("handled above"),
     }

@@ -15,6 +15,7 @@ pub async fn run(settings: &Settings, job: Option<&str>, json: bool) -> anyhow::
                 o.key
                     .strip_suffix("/status.json")
                     .and_then(|k| k.strip_prefix("jobs/"))
+                    .filter(|id| !id.contains('/'))
                     .map(String::from)
             })
             .collect(),
@@ -36,8 +37,13 @@ pub fn line(st: &JobStatus) -> String {
         .eta_seconds()
         .map(|s| format!(", eta {s:.0}s"))
         .unwrap_or_default();
+    let replicas = if st.replicas.is_empty() {
+        String::new()
+    } else {
+        format!(", {} replica(s) seen", st.replicas.len())
+    };
     format!(
-        "{} [{} {:?}] {}/{} done, {} failed, {:.1}/s{}",
+        "{} [{} {:?}] {}/{} done, {} failed, {:.1}/s{}{}",
         st.job_id,
         st.kind,
         st.state,
@@ -45,6 +51,7 @@ pub fn line(st: &JobStatus) -> String {
         st.total,
         st.failed,
         st.rate(),
-        eta
+        eta,
+        replicas
     )
 }

@@ -2,7 +2,7 @@
 //! in parallel off the runtime, run the backbone, write one shard per (dataset, backbone),
 //! mark each tile, publish a `featurized` event, and only then let the runtime ack.
 
-use crate::backbone::{feature_dim, Inference};
+use aerial_featurize::backbone::{feature_dim, Inference};
 use aerial_shared::{
     imaging, keys,
     messages::{EventKind, Tile},

@@ -7,8 +7,9 @@
 //!
 //! [`Tile`]: aerial_shared::messages::Tile
 
-mod backbone;
 mod handler;
+
+use aerial_featurize::backbone;
 
 use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;

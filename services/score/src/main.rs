@@ -1,25 +1,90 @@
-//! aerial-score: consumes `score.tiles` ([`ScoreTile`](aerial_shared::messages::ScoreTile)) and will write prediction batches to S3.
+//! aerial-score: maps a region with a trained run. Every replica runs three consumers:
 //!
-//! This build only connects, declares the topology, serves `/metrics`, `/healthz` and
-//! `/readyz`, and dead-letters each message with the reason below, so nothing is lost.
+//! - `score.jobs` ([`ScoreJob`]): check the run and the dataset, record the job's spec and
+//!   expected tile count, and fan its tiles out to `score.tiles`.
+//! - `score.tiles` ([`ScoreTile`]): in batches, featurize (backbone on the inference thread)
+//!   and classify with the run's model, write the batch's predictions to
+//!   `jobs/<job>/predictions/<hash of tile ids>.json` (a redelivered batch overwrites), then
+//!   publish a [`ScoreProgress`] and ack. Undecodable tiles are recorded under
+//!   `jobs/<job>/dead/` and dead-lettered.
+//! - `score.progress` ([`ScoreProgress`], single active consumer): count distinct tiles per
+//!   job; when predicted + refused = expected, assemble the outputs once (table, GeoJSON,
+//!   per-date GeoTIFF and PNG map, change report, summary) under `jobs/<job>/outputs/`.
+//!
+//! Replicas are stateless (a model cache only); add or remove them at any time.
+//!
+//! [`ScoreJob`]: aerial_shared::messages::ScoreJob
+//! [`ScoreTile`]: aerial_shared::messages::ScoreTile
+//! [`ScoreProgress`]: aerial_shared::messages::ScoreProgress
 
-use aerial_shared::{messages::ScoreTile, service, topology, worker};
+mod assemble;
+mod coordinator;
+mod fanout;
+mod geotiff;
+mod mapimage;
+mod models;
+mod palette;
+mod scorer;
+
+use aerial_featurize::backbone::Inference;
+use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    malloc::tune_for_inference();
     let app = service::start("score", None).await?;
-    let handler = Arc::new(worker::Refuse::<ScoreTile>::new(
-        "score stage not implemented in this build",
-    ));
-    let cfg = worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_TILES);
-    worker::run(
-        &app.settings,
-        cfg,
-        handler,
+    if !app.ensure_bucket().await {
+        return Ok(());
+    }
+    let replica = replica_id();
+    tracing::info!(%replica, "score replica starting");
+    let load_hist = app.telemetry.model_load_seconds.clone();
+    let inference = Inference::spawn(
+        app.settings.models.dir.clone(),
+        app.settings.worker.threads,
+        move |s| load_hist.observe(s),
+    );
+
+    let jobs = worker::WorkerConfig {
+        batch_size: 1,
+        concurrency: 1,
+        ..worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_JOBS)
+    };
+    let tiles = worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_TILES);
+    let progress = worker::WorkerConfig {
+        batch_size: 64,
+        batch_wait: Duration::from_millis(200),
+        concurrency: 1,
+        ..worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_PROGRESS)
+    };
+    let fanout = Arc::new(fanout::FanOut::new(app.store.clone()));
+    let scorer = Arc::new(scorer::Scorer::new(
+        app.store.clone(),
+        inference,
         app.telemetry.clone(),
-        app.shutdown.clone(),
-    )
-    .await;
+        replica,
+    ));
+    let coordinator = Arc::new(coordinator::Coordinator::new(app.store.clone()));
+    let (s, t, x) = (&app.settings, &app.telemetry, &app.shutdown);
+    tokio::join!(
+        worker::run(s, jobs, fanout, t.clone(), x.clone()),
+        worker::run(s, tiles, scorer, t.clone(), x.clone()),
+        worker::run(s, progress, coordinator, t.clone(), x.clone()),
+    );
     Ok(())
+}
+
+/// Names this replica in prediction batches: host (the pod name on Kubernetes) and pid.
+fn replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
 }

@@ -1,0 +1,236 @@
+//! One batch of `score.tiles`: fetch and preprocess in parallel off the runtime, featurize on
+//! the inference thread, classify, write the batch's predictions, tell the coordinator, and
+//! only then let the runtime ack.
+
+use crate::models::Models;
+use aerial_featurize::backbone::Inference;
+use aerial_shared::{
+    classifier::argmax_rows,
+    imaging, keys,
+    messages::ScoreProgress,
+    messages::ScoreTile,
+    predictions::{DeadTile, PredictionBatch, PredictionRow},
+    store::StoreError,
+    topology,
+    worker::{BatchCtx, BatchHandler, Outcome},
+    Store, Telemetry,
+};
+use futures::StreamExt;
+use ndarray::Array2;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Downloads and decodes in flight at once per batch.
+const PARALLEL_FETCH: usize = 16;
+
+/// The `score.tiles` handler.
+pub struct Scorer {
+    store: Store,
+    inference: Inference,
+    telemetry: Telemetry,
+    models: Models,
+    replica: String,
+}
+
+fn short_hash(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))[..32].to_string()
+}
+
+impl Scorer {
+    /// A handler reading tiles from and writing predictions to `store`.
+    pub fn new(store: Store, inference: Inference, telemetry: Telemetry, replica: String) -> Self {
+        Self {
+            store,
+            inference,
+            telemetry,
+            models: Models::default(),
+            replica,
+        }
+    }
+
+    /// Tells the job's coordinator that `key` was written.
+    async fn progress(&self, ctx: &BatchCtx, job_id: &str, key: String) -> Result<(), String> {
+        ctx.publisher
+            .send(
+                topology::SCORE_PROGRESS,
+                &ScoreProgress {
+                    job_id: job_id.into(),
+                    key,
+                    replica: self.replica.clone(),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Records a refused tile for the job report, then dead-letters it.
+    async fn refuse(&self, ctx: &BatchCtx, st: &ScoreTile, reason: String) -> Outcome {
+        let key = keys::dead_tile(&st.job_id, &short_hash(&st.tile.tile_id));
+        let dead = DeadTile {
+            job_id: st.job_id.clone(),
+            tile_id: st.tile.tile_id.clone(),
+            date: st.tile.date.clone(),
+            reason: reason.clone(),
+            replica: self.replica.clone(),
+        };
+        if let Err(e) = self.store.put_json(&key, &dead).await {
+            return Outcome::Retry(e.to_string());
+        }
+        if let Err(e) = self.progress(ctx, &st.job_id, key).await {
+            return Outcome::Retry(e);
+        }
+        Outcome::Dead(reason)
+    }
+
+    async fn fetch(&self, st: &ScoreTile) -> Result<Vec<f32>, Result<String, String>> {
+        let t = &st.tile;
+        let bytes = match self.store.get(&t.key).await {
+            Ok(b) => b,
+            Err(e @ (StoreError::NotFound { .. } | StoreError::InvalidKey(_))) => {
+                return Err(Ok(format!("tile {}: {e}", t.tile_id)))
+            }
+            Err(e) => return Err(Err(e.to_string())),
+        };
+        let (id, key) = (t.tile_id.clone(), t.key.clone());
+        tokio::task::spawn_blocking(move || imaging::load_tensor(&bytes))
+            .await
+            .expect("preprocess does not panic")
+            .map_err(|e| Ok(format!("tile {id} ({key}): {e}")))
+    }
+
+    /// Scores one (job, run) group; returns outcomes for its indices.
+    async fn group(
+        &self,
+        ctx: &BatchCtx,
+        job_id: &str,
+        run: &str,
+        tiles: Vec<(usize, ScoreTile)>,
+    ) -> Vec<(usize, Outcome)> {
+        let mut out = Vec::with_capacity(tiles.len());
+        let model = match self.models.get(&self.store, run).await {
+            Ok(m) => m,
+            Err(e) if e.is_transient() => {
+                return tiles
+                    .into_iter()
+                    .map(|(i, _)| (i, Outcome::Retry(e.to_string())))
+                    .collect()
+            }
+            Err(e) => {
+                for (i, st) in tiles {
+                    out.push((i, self.refuse(ctx, &st, e.to_string()).await));
+                }
+                return out;
+            }
+        };
+        let fetched = futures::stream::iter(tiles.into_iter().map(|(i, st)| async move {
+            let r = self.fetch(&st).await;
+            (i, st, r)
+        }))
+        .buffered(PARALLEL_FETCH)
+        .collect::<Vec<_>>()
+        .await;
+        let mut input = Vec::new();
+        let mut ok: Vec<(usize, ScoreTile)> = Vec::new();
+        for (i, st, r) in fetched {
+            match r {
+                Ok(x) => {
+                    input.extend_from_slice(&x);
+                    ok.push((i, st));
+                }
+                Err(Ok(reason)) => out.push((i, self.refuse(ctx, &st, reason).await)),
+                Err(Err(transient)) => out.push((i, Outcome::Retry(transient))),
+            }
+        }
+        if ok.is_empty() {
+            return out;
+        }
+        let n = ok.len();
+        let backbone = model.descriptor.backbone.clone();
+        let features = match self.inference.features(&backbone, input, n).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.telemetry
+                    .worker
+                    .errors
+                    .with_label_values(&["inference"])
+                    .inc();
+                out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Retry(e.to_string()))));
+                return out;
+            }
+        };
+        let m = model.clone();
+        let probs = tokio::task::spawn_blocking(move || {
+            let dim = features.len() / n;
+            let x = Array2::from_shape_vec((n, dim), features.into_iter().map(f64::from).collect())
+                .expect("features are n × dim");
+            m.model.predict_proba(x)
+        })
+        .await
+        .expect("classifier does not panic");
+        let labels = &model.descriptor.labels;
+        let best = argmax_rows(&probs);
+        let rows: Vec<PredictionRow> = ok
+            .iter()
+            .zip(best)
+            .zip(probs.rows())
+            .map(|(((_, st), b), p)| {
+                PredictionRow::new(
+                    &st.tile,
+                    labels[b].clone(),
+                    p.iter().map(|&v| v as f32).collect(),
+                )
+            })
+            .collect();
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.tile_id.as_str()).collect();
+        ids.sort_unstable();
+        // named by its tile ids: a redelivered batch overwrites its own predictions
+        let key = keys::prediction_batch(job_id, &short_hash(&ids.join("\n")));
+        let batch = PredictionBatch {
+            job_id: job_id.into(),
+            replica: self.replica.clone(),
+            rows,
+        };
+        let written = async {
+            self.store
+                .put(&key, serde_json::to_vec(&batch).expect("serialisable"))
+                .await
+                .map_err(|e| e.to_string())?;
+            self.progress(ctx, job_id, key.clone()).await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.telemetry
+                    .tiles
+                    .with_label_values(&[ok[0].1.tile.dataset.as_str()])
+                    .inc_by(n as u64);
+                out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Ack)));
+            }
+            Err(e) => out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Retry(e.clone())))),
+        }
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Scorer {
+    type Msg = ScoreTile;
+
+    async fn handle(&self, ctx: &BatchCtx, batch: Vec<ScoreTile>) -> Vec<Outcome> {
+        let n = batch.len();
+        let mut groups: BTreeMap<(String, String), Vec<(usize, ScoreTile)>> = BTreeMap::new();
+        for (i, st) in batch.into_iter().enumerate() {
+            groups
+                .entry((st.job_id.clone(), st.run.clone()))
+                .or_default()
+                .push((i, st));
+        }
+        let mut outcomes = vec![Outcome::Retry("not processed".into()); n];
+        for ((job, run), tiles) in groups {
+            for (i, o) in self.group(ctx, &job, &run, tiles).await {
+                outcomes[i] = o;
+            }
+        }
+        outcomes
+    }
+}
