@@ -28,7 +28,23 @@ $AERIAL features --dataset rsscn7
 
 echo "== runs"
 $AERIAL runs
+
+echo "== score the region (10 dates x 320 tiles) with demo-logistic on $(bash scripts/services.sh status | grep -c 'running  score') score replicas"
+$AERIAL score --run demo-logistic --dataset region --name demo-region
+OUT=.state/demo/demo-region
+$AERIAL results demo-region --out "$OUT" > /dev/null
+FIRST=$(ls "$OUT"/map_*.png | head -1); LAST=$(ls "$OUT"/map_*.png | tail -1)
 echo
+echo "== change between the first and last date (3x3 plurality smoothing)"
+$AERIAL results demo-region --change "$(basename "$FIRST" .png | cut -c5-)" "$(basename "$LAST" .png | cut -c5-)" --smooth
+echo
+echo "Outputs (also in s3://aerial/jobs/demo-region/outputs/), downloaded to $OUT/:"
+echo "  predictions table  $OUT/predictions.csv"
+echo "  tile footprints    $OUT/tiles.geojson"
+echo "  map PNG (first)    $FIRST"
+echo "  map PNG (last)     $LAST"
+echo "  GeoTIFF (first)    ${FIRST%.png}.tif"
+echo "  GeoTIFF (last)     ${LAST%.png}.tif"
+echo "  change report      $OUT/change.json, $OUT/change.csv"
 echo "Run record: s3://aerial/runs/demo-logistic/ (descriptor, model, predictions, metrics)."
-echo "Region tiles and manifest: s3://aerial/datasets/region/manifest/ (3,200 tiles, 10 dates)."
-echo "Not built yet: fine-tuning, scoring the region into a map, the dashboard."
+echo "Not built yet: fine-tuning, the dashboard."

@@ -17,6 +17,8 @@ start() { # name port [instance]
   ( set -a; . "$ENV_FILE"; set +a
     export AERIAL__TELEMETRY__HTTP_ADDR=127.0.0.1:$port AERIAL__TELEMETRY__LOG_FORMAT=json
     export AERIAL__MODELS__DIR=${AERIAL__MODELS__DIR:-$(realpath -m "$ROOT/../shared/models")}
+    # replicas share the machine: one inference thread each unless told otherwise
+    if [ "$name" = score ]; then export AERIAL__WORKER__THREADS=${AERIAL_SCORE_THREADS:-1}; fi
     setsid nohup "$BIN/aerial-$name" > "$STATE/$inst.log" 2>&1 &
     echo $! > "$pidf" )
   say "$inst started: http://127.0.0.1:$port/metrics, log $STATE/$inst.log"

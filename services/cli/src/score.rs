@@ -148,7 +148,11 @@ pub async fn results(
             ),
         };
         let report = change::compare(&summary.labels, &from, a, &to, b, smooth);
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_change(&report);
+        }
         return Ok(());
     }
     if json {
@@ -165,6 +169,36 @@ pub async fn results(
         println!("outputs downloaded to {}", dir.display());
     }
     Ok(())
+}
+
+fn print_change(r: &change::ChangeReport) {
+    println!(
+        "{} -> {}{}: {} of {} tiles changed class",
+        r.from_date,
+        r.to_date,
+        if r.smoothed {
+            " (3x3 plurality smoothed)"
+        } else {
+            ""
+        },
+        r.changed.len(),
+        r.compared
+    );
+    println!("{:<14} {:>8} {:>8}", "label", "tiles", "tiles");
+    println!("{:<14} {:>8.8} {:>8.8}", "", r.from_date, r.to_date);
+    for (l, n) in &r.tiles_from {
+        println!(
+            "{:<14} {:>8} {:>8}",
+            l,
+            n,
+            r.tiles_to.get(l).copied().unwrap_or(0)
+        );
+    }
+    for (from, to) in &r.transitions {
+        for (label, n) in to {
+            println!("  {from} -> {label}: {n} tiles");
+        }
+    }
 }
 
 fn print_summary(s: &ScoreSummary, bucket: &str) {
