@@ -184,11 +184,10 @@ fn print_change(r: &change::ChangeReport) {
         r.changed.len(),
         r.compared
     );
-    println!("{:<14} {:>8} {:>8}", "label", "tiles", "tiles");
-    println!("{:<14} {:>8.8} {:>8.8}", "", r.from_date, r.to_date);
+    println!("{:<14} {:>10} {:>10}", "tiles", r.from_date, r.to_date);
     for (l, n) in &r.tiles_from {
         println!(
-            "{:<14} {:>8} {:>8}",
+            "{:<14} {:>10} {:>10}",
             l,
             n,
             r.tiles_to.get(l).copied().unwrap_or(0)
