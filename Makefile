@@ -30,8 +30,10 @@ build: install
 up: build
 	@bash scripts/servers.sh up $(SERVERS) fixed
 	@bash scripts/services.sh up $(SCORE_REPLICAS)
+	@bash scripts/prometheus.sh up $(SCORE_REPLICAS)
 
 down:
+	@bash scripts/prometheus.sh down
 	@bash scripts/services.sh down
 	@bash scripts/servers.sh down $(SERVERS)
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make bench: featurize throughput three ways on the same images and thread count, and the
-# service's memory over a long run; writes BENCHMARKS.md.
+# service's memory over a long run; score throughput with 1 and 2 replicas and a long
+# county-sized job. Each part writes bench/results/<part>.md; BENCHMARKS.md is assembled
+# from them. BENCH_ONLY=featurize|score runs one part and keeps the other's last results.
 #   (a) plain Python: PIL decode + resize + the same TorchScript model, batch 32
 #   (b) our featurize service end to end: tiles in S3 -> RabbitMQ -> feature shards in S3
 #   (c) our backbone alone on pre-made tensors (the ceiling for b)
@@ -13,7 +15,18 @@ THREADS=${BENCH_THREADS:-2}
 MODELS=$(realpath -m "${AERIAL__MODELS__DIR:-$ROOT/../shared/models}")
 MODEL=$MODELS/mobilenet_v2/mobilenet_v2_featurizer.pt
 PY=$ROOT/.venv/bin/python
+PART=${BENCH_ONLY:-all}
+LONG=${BENCH_SCORE_TILES:-60000}
 cargo build --workspace --all-targets
+mkdir -p bench/results
+STATE=$(mktemp -d /tmp/aerial-bench-XXXXXX)
+cleanup() { [ -n "${FPID:-}" ] && kill "$FPID" 2>/dev/null; [ -n "${IPID:-}" ] && kill "$IPID" 2>/dev/null; bash scripts/servers.sh down "$STATE" >/dev/null 2>&1; rm -rf "$STATE"; }
+trap cleanup EXIT
+bash scripts/servers.sh up "$STATE" free >/dev/null
+set -a; . "$STATE/env"; set +a
+CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/,"",$2); print $2}')
+
+if [ "$PART" = all ] || [ "$PART" = featurize ]; then
 mapfile -t IMAGES < <(find "$ROOT/../shared/data/rsscn7/train" -name '*.jpg' | sort | head -n 640)
 
 echo "[bench] (a) python script, $N_SHORT images, $THREADS threads"
@@ -24,11 +37,6 @@ echo "[bench] (c) backbone alone"
 C=$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$N_SHORT" "$THREADS")
 
 echo "[bench] (b) service end to end, $N tiles"
-STATE=$(mktemp -d /tmp/aerial-bench-XXXXXX)
-cleanup() { [ -n "${FPID:-}" ] && kill "$FPID" 2>/dev/null; [ -n "${IPID:-}" ] && kill "$IPID" 2>/dev/null; bash scripts/servers.sh down "$STATE" >/dev/null 2>&1; rm -rf "$STATE"; }
-trap cleanup EXIT
-bash scripts/servers.sh up "$STATE" free >/dev/null
-set -a; . "$STATE/env"; set +a
 export AERIAL__MODELS__DIR=$MODELS AERIAL__WORKER__THREADS=$THREADS AERIAL__WORKER__BATCH_SIZE=32 AERIAL__TELEMETRY__LOG_FORMAT=json
 mkdir -p "$STATE/imgs/train/x"; for f in "${IMAGES[@]}"; do ln -s "$f" "$STATE/imgs/train/x/"; done
 AERIAL__TELEMETRY__HTTP_ADDR=127.0.0.1:0 ./target/debug/aerial-ingest > "$STATE/ingest.log" 2>&1 & IPID=$!
@@ -54,16 +62,12 @@ a,b,c=$A,$B,$C
 # MobileNetV2 at 224x224: 0.30 GMAC = 0.60 GFLOP per image (torchvision's figure)
 peak=2*3.0e9*32   # 2 cores x 3.0 GHz (assumed) x 32 FP32 FLOP/cycle (AVX-512 FMA, two 256-bit pipes)
 print(f'{b/a:.2f} {b/c:.2f} {100*c*0.6e9/peak:.0f}%')")"
-CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/,"",$2); print $2}')
-cat > BENCHMARKS.md <<MD
-# Benchmarks
-
-Written by \`make bench\` ($(date -u +%Y-%m-%d)). Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM,
-no GPU. Dev profile (our code -O1, dependencies -O2; the compute is libtorch and the image
-decoders). $THREADS inference threads everywhere, batch 32, MobileNetV2 featurizer
-(TorchScript, \`$MODEL\` relative to the models folder), rsscn7 JPEGs 256x256.
-
+kill "$FPID" "$IPID" 2>/dev/null || true; FPID=; IPID=
+cat > bench/results/featurize.md <<MD
 ## Featurize
+
+Measured $(date -u +%Y-%m-%d). $THREADS inference threads everywhere, batch 32, MobileNetV2 featurizer (TorchScript), rsscn7
+JPEGs 256x256.
 
 | measure | tiles/s |
 |---|---:|
@@ -80,6 +84,26 @@ this VM).
 
 Service memory (RSS) over the $N-tile run: ${RSS0} MiB after 1,000 tiles, ${RSS1} MiB at the end.
 
-CUDA path: not measured; this session had no GPU machine.
 MD
+fi
+
+if [ "$PART" = all ] || [ "$PART" = score ]; then
+  unset AERIAL__WORKER__THREADS AERIAL__WORKER__BATCH_SIZE
+  export AERIAL__MODELS__DIR=$MODELS
+  "$PY" bench/score_bench.py "$ROOT" "$(realpath -m "$ROOT/../shared/data")" "$STATE" "$LONG" > "$STATE/score.md"
+  mv "$STATE/score.md" bench/results/score.md
+fi
+
+{
+cat <<MD
+# Benchmarks
+
+Written by \`make bench\` (last run $(date -u +%Y-%m-%d); each section says what it measured).
+Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU. Dev profile
+(our code -O1, dependencies -O2; the compute is libtorch and the image decoders).
+CUDA path: not measured; no session so far had a GPU machine.
+
+MD
+for f in featurize score; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
+} > BENCHMARKS.md
 cat BENCHMARKS.md

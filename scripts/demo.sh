@@ -47,4 +47,7 @@ echo "  GeoTIFF (first)    ${FIRST%.png}.tif"
 echo "  GeoTIFF (last)     ${LAST%.png}.tif"
 echo "  change report      $OUT/change.json, $OUT/change.csv"
 echo "Run record: s3://aerial/runs/demo-logistic/ (descriptor, model, predictions, metrics)."
-echo "Not built yet: fine-tuning, the dashboard."
+echo
+echo "Dashboard (runs, curves, confusion matrix, maps, change): http://127.0.0.1:9100/"
+if [ -f .state/prometheus/pid ]; then echo "Prometheus: http://127.0.0.1:39090/targets"; fi
+echo "Fine-tune too: $AERIAL train --name ft-all --dataset rsscn7 --method finetune --retraining all"

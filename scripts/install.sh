@@ -9,7 +9,7 @@ SEAWEEDFS_VERSION=4.48
 
 say() { printf '[install] %s\n' "$*"; }
 
-apt_pkgs=(rabbitmq-server pkg-config curl libgdal-dev gdal-bin)
+apt_pkgs=(rabbitmq-server pkg-config curl libgdal-dev gdal-bin chromium prometheus)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -36,6 +36,10 @@ pub struct AmqpSettings {
     /// Path to a PEM CA bundle for `amqps://` URIs; empty means the system roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// RabbitMQ management API base URL (`http://host:15672`), for queue depths in the
+    /// metrics service; it uses the AMQP URI's user, password and vhost.
+    #[serde(default)]
+    pub management_url: Option<String>,
 }
 
 impl AmqpSettings {

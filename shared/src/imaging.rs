@@ -88,14 +88,17 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 
 /// Resizes to 224×224 (bilinear) and normalises into a CHW float vector of 3·224·224 values.
 pub fn preprocess(img: &RgbImage) -> Vec<f32> {
-    let resized;
-    let img = if img.dimensions() == (INPUT_SIZE, INPUT_SIZE) {
-        img
+    if img.dimensions() == (INPUT_SIZE, INPUT_SIZE) {
+        chw_normalised(img)
     } else {
-        resized = image::imageops::resize(img, INPUT_SIZE, INPUT_SIZE, FilterType::Triangle);
-        &resized
-    };
-    chw_normalised(img)
+        chw_normalised(&resize_to_input(img))
+    }
+}
+
+/// The resize step of [`preprocess`]: bilinear to 224×224 (fine-tuning keeps these pixels
+/// as bytes and normalises per batch, after augmentation).
+pub fn resize_to_input(img: &RgbImage) -> RgbImage {
+    image::imageops::resize(img, INPUT_SIZE, INPUT_SIZE, FilterType::Triangle)
 }
 
 /// Normalises an RGB image of any size into CHW floats with ImageNet mean/std.

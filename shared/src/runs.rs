@@ -17,6 +17,30 @@ pub const METRICS: &str = "metrics.json";
 /// Summary file name; written last, so its presence means the run is finished.
 pub const SUMMARY: &str = "summary.json";
 
+/// Fine-tuned weights: the trained var store (blocks from the retraining depth on, and the
+/// new classifier `head.*`), over the backbone's ImageNet weights for the rest.
+pub const FINETUNED: &str = "finetuned.safetensors";
+/// Fine-tuning progress: which epoch's weights to resume from.
+pub const CHECKPOINT: &str = "checkpoint/state.json";
+
+/// Checkpointed trained weights after `epoch`.
+pub fn checkpoint_weights(epoch: u32) -> String {
+    format!("checkpoint/epoch-{epoch:03}.safetensors")
+}
+
+/// Where a fine-tune stands, written after each epoch's weights are durable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Epochs completed.
+    pub epochs_done: u32,
+    /// File (under the run prefix) with the trained weights after that epoch.
+    pub weights: String,
+    /// Per-epoch history so far.
+    pub history: Vec<EpochRecord>,
+    /// Training seconds spent so far, over all segments.
+    pub elapsed_s: f64,
+}
+
 /// Why a run failed (written instead of a summary).
 pub const ERROR: &str = "error.json";
 

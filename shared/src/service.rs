@@ -35,17 +35,24 @@ pub enum StartError {
 /// (plus `extra` routes), and prepares the store. The bucket is created lazily by
 /// [`App::ensure_bucket`] so a service starts even while the store is down.
 pub async fn start(name: &'static str, extra: Option<Router>) -> Result<App, StartError> {
+    start_with_routes(name, |_, _, _| extra.unwrap_or_default()).await
+}
+
+/// Like [`start`], with extra HTTP routes built from the settings, store and telemetry
+/// (the metrics service's API and dashboard).
+pub async fn start_with_routes(
+    name: &'static str,
+    routes: impl FnOnce(&Settings, &Store, &Telemetry) -> Router,
+) -> Result<App, StartError> {
     let settings = Settings::load(None)?;
     crate::telemetry::init_logs(&settings.telemetry);
     let telemetry = Telemetry::new(name);
     let shutdown = shutdown::on_signals();
-    let mut router = crate::telemetry::routes(telemetry.clone());
-    if let Some(extra) = extra {
-        router = router.merge(extra);
-    }
+    let store = Store::connect(&settings.s3).await;
+    let router =
+        crate::telemetry::routes(telemetry.clone()).merge(routes(&settings, &store, &telemetry));
     let http_addr =
         crate::telemetry::serve(&settings.telemetry.http_addr, router, shutdown.clone()).await?;
-    let store = Store::connect(&settings.s3).await;
     tracing::info!(
         service = name,
         broker = %settings.amqp.redacted_uri(),

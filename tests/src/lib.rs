@@ -234,6 +234,8 @@ impl Isolated {
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(bin("aerial"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // `aerial evaluate` runs models locally; the default is relative to the cwd
+            .env("AERIAL__MODELS__DIR", shared_data().join("../models"))
             .args(args)
             .stdin(Stdio::null())
             .output()

@@ -208,6 +208,7 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         "2009-08-18",
         "2020-08-31",
         "--smooth",
+        "--json",
     ]);
     assert!(ok, "{out}");
     let smoothed: aerial_shared::change::ChangeReport = serde_json::from_str(&out).unwrap();

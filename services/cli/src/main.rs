@@ -1,5 +1,6 @@
 //! `aerial`: publishes jobs to the pipeline and reads their progress and results from S3.
 
+mod evaluate;
 mod features;
 mod ingest;
 mod schemas;
@@ -50,6 +51,17 @@ enum Cmd {
     },
     /// Train a classifier (publishes a train job and follows it).
     Train(train::TrainArgs),
+    /// Score a labelled folder (`<label>/*.jpg`) with a run's model and report accuracy.
+    Evaluate {
+        /// Run name.
+        #[arg(long)]
+        run: String,
+        /// Folder with one sub-folder per label.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List finished runs, best first.
     Runs {
         /// Print JSON.
@@ -113,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
             let change = change.map(|d| (d[0].clone(), d[1].clone(), smooth));
             score::results(&settings, &job, out, change, json).await
         }
+        Cmd::Evaluate { run, dir, json } => evaluate::run(&settings, &run, &dir, json).await,
         Cmd::Runs { json } => train::list(&settings, json).await,
         Cmd::Schemas { .. } => unreachable!("handled above"),
     }

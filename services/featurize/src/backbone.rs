@@ -62,8 +62,29 @@ pub fn run(
     Ok(Vec::<f32>::try_from(&y)?)
 }
 
+/// What to run on a batch.
+enum Work {
+    /// The backbone's features `[n, dim]`.
+    Features(String),
+    /// A fine-tuned run's class probabilities `[n, classes]`.
+    Finetuned(FinetunedModel),
+}
+
+/// A fine-tuned MobileNetV2 on disk, identified by its run.
+#[derive(Debug, Clone)]
+pub struct FinetunedModel {
+    /// Run name (the cache key).
+    pub run: String,
+    /// The run's `finetuned.safetensors`, downloaded.
+    pub weights: PathBuf,
+    /// Number of labels.
+    pub classes: usize,
+    /// Retraining depth it was trained at (decides which weights the file holds).
+    pub depth: aerial_shared::messages::Retraining,
+}
+
 struct Request {
-    backbone: String,
+    work: Work,
     input: Vec<f32>,
     n: usize,
     reply: oneshot::Sender<Result<Vec<f32>, InferError>>,
@@ -86,16 +107,39 @@ impl Inference {
                 tch::set_num_threads(threads.max(1) as i32);
                 tracing::info!(?device, threads, "inference thread started");
                 let mut cache: HashMap<String, CModule> = HashMap::new();
+                let mut tuned: HashMap<String, crate::mobilenet::Net> = HashMap::new();
                 for req in rx {
-                    let result = (|| {
-                        if !cache.contains_key(&req.backbone) {
-                            let t = std::time::Instant::now();
-                            let m = load(&models, &req.backbone, device)?;
-                            on_load(t.elapsed().as_secs_f64());
-                            tracing::info!(backbone = %req.backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
-                            cache.insert(req.backbone.clone(), m);
+                    let result = (|| match &req.work {
+                        Work::Features(backbone) => {
+                            if !cache.contains_key(backbone) {
+                                let t = std::time::Instant::now();
+                                let m = load(&models, backbone, device)?;
+                                on_load(t.elapsed().as_secs_f64());
+                                tracing::info!(backbone = %backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
+                                cache.insert(backbone.clone(), m);
+                            }
+                            run(&cache[backbone], device, &req.input, req.n)
                         }
-                        run(&cache[&req.backbone], device, &req.input, req.n)
+                        Work::Finetuned(f) => {
+                            if !tuned.contains_key(&f.run) {
+                                let t = std::time::Instant::now();
+                                let base = models.join("mobilenet_v2/mobilenet_v2.safetensors");
+                                let mut net = crate::mobilenet::Net::new(&base, f.classes, f.depth, device)?;
+                                net.load_trained(&f.weights)?;
+                                on_load(t.elapsed().as_secs_f64());
+                                tracing::info!(run = %f.run, secs = t.elapsed().as_secs_f64(), "fine-tuned model loaded");
+                                tuned.insert(f.run.clone(), net);
+                            }
+                            let x = Tensor::from_slice(&req.input)
+                                .view([req.n as i64, 3, 224, 224])
+                                .to_device(device);
+                            let p = tch::no_grad(|| tuned[&f.run].forward(&x, false))
+                                .softmax(-1, Kind::Float)
+                                .to_device(Device::Cpu)
+                                .contiguous()
+                                .view([-1]);
+                            Ok(Vec::<f32>::try_from(&p)?)
+                        }
                     })();
                     let _ = req.reply.send(result);
                 }
@@ -111,10 +155,25 @@ impl Inference {
         input: Vec<f32>,
         n: usize,
     ) -> Result<Vec<f32>, InferError> {
+        self.submit(Work::Features(backbone.to_string()), input, n)
+            .await
+    }
+
+    /// Class probabilities `[n, classes]` (row-major) of `n` images with a fine-tuned run.
+    pub async fn finetuned(
+        &self,
+        model: &FinetunedModel,
+        input: Vec<f32>,
+        n: usize,
+    ) -> Result<Vec<f32>, InferError> {
+        self.submit(Work::Finetuned(model.clone()), input, n).await
+    }
+
+    async fn submit(&self, work: Work, input: Vec<f32>, n: usize) -> Result<Vec<f32>, InferError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request {
-                backbone: backbone.to_string(),
+                work,
                 input,
                 n,
                 reply,

@@ -1,4 +1,6 @@
 //! The featurize library: ImageNet backbones loaded with tch and the dedicated thread that
-//! runs them. The featurize service and the score replicas both use it.
+//! runs them (featurize service, score replicas, CLI), and the trainable MobileNetV2 that
+//! fine-tuning builds and that fine-tuned runs are evaluated with.
 
 pub mod backbone;
+pub mod mobilenet;

@@ -1,8 +1,9 @@
 //! Loads a run's classifier once per replica and keeps it.
 
+use aerial_featurize::backbone::FinetunedModel;
 use aerial_shared::{
     classifier::ClassicModel,
-    messages::Method,
+    messages::{Method, Retraining},
     runs::{self, RunDescriptor},
     store::StoreError,
     Store,
@@ -11,12 +12,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// How a run turns preprocessed tiles into class probabilities.
+pub enum Scoring {
+    /// Backbone features, then this classifier.
+    Classic(Arc<ClassicModel>),
+    /// The fine-tuned network end to end; the weights file lives in `_dir`.
+    Finetuned {
+        /// What the inference thread loads.
+        model: FinetunedModel,
+        /// Keeps the downloaded weights on disk while the run is cached.
+        _dir: tempfile::TempDir,
+    },
+}
+
 /// A run ready to score: what it is and its model.
 pub struct RunModel {
     /// The run's descriptor (labels, backbone, method).
     pub descriptor: RunDescriptor,
-    /// Its classifier on frozen features.
-    pub model: ClassicModel,
+    /// Its model.
+    pub scoring: Scoring,
 }
 
 /// Why a run cannot score.
@@ -38,22 +52,20 @@ pub enum ModelError {
         /// Store error.
         source: StoreError,
     },
-    /// A method this build cannot score.
-    #[error(
-        "run {run:?} is a {method} run; this build scores logistic and random_forest runs only"
-    )]
-    Unsupported {
+    /// The downloaded weights could not be kept on disk.
+    #[error("run {run:?}: keeping its weights on disk: {source}")]
+    Disk {
         /// Run name.
         run: String,
-        /// Its method.
-        method: &'static str,
+        /// I/O error.
+        source: std::io::Error,
     },
 }
 
 impl ModelError {
     /// Whether another try could succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ModelError::Store { .. })
+        matches!(self, ModelError::Store { .. } | ModelError::Disk { .. })
     }
 }
 
@@ -94,15 +106,37 @@ pub async fn load(store: &Store, run: &str) -> Result<RunModel, ModelError> {
         .get_json(&runs::key(run, runs::DESCRIPTOR))
         .await
         .map_err(wrap)?;
-    if descriptor.method == Method::Finetune {
-        return Err(ModelError::Unsupported {
+    let scoring = if descriptor.method == Method::Finetune {
+        let bytes = store
+            .get(&runs::key(run, runs::FINETUNED))
+            .await
+            .map_err(wrap)?;
+        let disk = |source| ModelError::Disk {
             run: run.into(),
-            method: descriptor.method.as_str(),
-        });
-    }
-    let model: ClassicModel = store
-        .get_json(&runs::key(run, runs::MODEL))
-        .await
-        .map_err(wrap)?;
-    Ok(RunModel { descriptor, model })
+            source,
+        };
+        let dir = tempfile::tempdir().map_err(disk)?;
+        let weights = dir.path().join(runs::FINETUNED);
+        std::fs::write(&weights, &bytes).map_err(disk)?;
+        Scoring::Finetuned {
+            model: FinetunedModel {
+                run: run.into(),
+                weights,
+                classes: descriptor.labels.len(),
+                depth: descriptor.retraining.unwrap_or(Retraining::All),
+            },
+            _dir: dir,
+        }
+    } else {
+        Scoring::Classic(Arc::new(
+            store
+                .get_json(&runs::key(run, runs::MODEL))
+                .await
+                .map_err(wrap)?,
+        ))
+    };
+    Ok(RunModel {
+        descriptor,
+        scoring,
+    })
 }

@@ -2,8 +2,8 @@
 //! the inference thread, classify, write the batch's predictions, tell the coordinator, and
 //! only then let the runtime ack.
 
-use crate::models::Models;
-use aerial_featurize::backbone::Inference;
+use crate::models::{Models, RunModel, Scoring};
+use aerial_featurize::backbone::{InferError, Inference};
 use aerial_shared::{
     classifier::argmax_rows,
     imaging, keys,
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Downloads and decodes in flight at once per batch.
 const PARALLEL_FETCH: usize = 16;
@@ -98,6 +99,43 @@ impl Scorer {
             .map_err(|e| Ok(format!("tile {id} ({key}): {e}")))
     }
 
+    /// Class probabilities `[n, labels]` of `n` preprocessed tiles with the run's model.
+    async fn classify(
+        &self,
+        model: &Arc<RunModel>,
+        input: Vec<f32>,
+        n: usize,
+    ) -> Result<Array2<f64>, InferError> {
+        match &model.scoring {
+            Scoring::Classic(classifier) => {
+                let features = self
+                    .inference
+                    .features(&model.descriptor.backbone, input, n)
+                    .await?;
+                let c = classifier.clone();
+                Ok(tokio::task::spawn_blocking(move || {
+                    let dim = features.len() / n;
+                    let x = Array2::from_shape_vec(
+                        (n, dim),
+                        features.into_iter().map(f64::from).collect(),
+                    )
+                    .expect("features are n × dim");
+                    c.predict_proba(x)
+                })
+                .await
+                .expect("classifier does not panic"))
+            }
+            Scoring::Finetuned { model: f, .. } => {
+                let p = self.inference.finetuned(f, input, n).await?;
+                let k = p.len() / n;
+                Ok(
+                    Array2::from_shape_vec((n, k), p.into_iter().map(f64::from).collect())
+                        .expect("probabilities are n × classes"),
+                )
+            }
+        }
+    }
+
     /// Scores one (job, run) group; returns outcomes for its indices.
     async fn group(
         &self,
@@ -145,9 +183,8 @@ impl Scorer {
             return out;
         }
         let n = ok.len();
-        let backbone = model.descriptor.backbone.clone();
-        let features = match self.inference.features(&backbone, input, n).await {
-            Ok(f) => f,
+        let probs = match self.classify(&model, input, n).await {
+            Ok(p) => p,
             Err(e) => {
                 self.telemetry
                     .worker
@@ -158,15 +195,6 @@ impl Scorer {
                 return out;
             }
         };
-        let m = model.clone();
-        let probs = tokio::task::spawn_blocking(move || {
-            let dim = features.len() / n;
-            let x = Array2::from_shape_vec((n, dim), features.into_iter().map(f64::from).collect())
-                .expect("features are n × dim");
-            m.model.predict_proba(x)
-        })
-        .await
-        .expect("classifier does not panic");
         let labels = &model.descriptor.labels;
         let best = argmax_rows(&probs);
         let rows: Vec<PredictionRow> = ok

@@ -2,11 +2,12 @@
 //! split, write the run record (summary last), publish `run_finished`.
 
 use crate::data::{self, DataError};
+use crate::{finetune::Finetuner, record};
 use aerial_shared::{
     classifier::{argmax_rows, ClassicModel},
     evaluation, keys,
     messages::{EventKind, Method, TrainJob},
-    runs::{self, EpochRecord, RunDescriptor, RunMetrics, RunSummary},
+    runs::{self, EpochRecord, RunDescriptor},
     store::StoreError,
     worker::{BatchCtx, BatchHandler, Outcome},
     Publisher, Store, Telemetry,
@@ -20,12 +21,17 @@ const FEATURES_WAIT: Duration = Duration::from_secs(20 * 60);
 pub struct Trainer {
     store: Store,
     telemetry: Telemetry,
+    finetune: Finetuner,
 }
 
 impl Trainer {
-    /// A handler over `store`.
-    pub fn new(store: Store, telemetry: Telemetry) -> Self {
-        Self { store, telemetry }
+    /// A handler over `store`; fine-tunes run through `finetune`.
+    pub fn new(store: Store, telemetry: Telemetry, finetune: Finetuner) -> Self {
+        Self {
+            store,
+            telemetry,
+            finetune,
+        }
     }
 
     /// Labelled tiles of the dataset, and how many of them have features.
@@ -73,9 +79,7 @@ impl Trainer {
             _ => {}
         }
         if job.method == Method::Finetune {
-            return Outcome::Dead(
-                "finetune is not implemented in this build; use logistic or random_forest".into(),
-            );
+            return self.finetune.run(publisher, job).await;
         }
         let started = Instant::now();
         let _ = publisher
@@ -183,77 +187,31 @@ impl Trainer {
             duration_s: fit_secs,
             samples_per_sec: data.train.y.len() as f64 / fit_secs.max(1e-9),
         }];
-        let mut csv = String::from("tile,true,predicted");
-        for l in &labels {
-            csv.push_str(&format!(",p_{l}"));
-        }
-        csv.push('\n');
-        for (i, id) in data.val.ids.iter().enumerate() {
-            csv.push_str(&format!(
-                "{id},{},{}",
-                labels[data.val.y[i]], labels[pred[i]]
-            ));
-            for p in proba.row(i) {
-                csv.push_str(&format!(",{p:.6}"));
-            }
-            csv.push('\n');
-        }
         let mut per_label = vec![0u64; n_classes];
         data.train.y.iter().for_each(|&c| per_label[c] += 1);
-        let metrics = RunMetrics {
-            validation: eval.clone(),
+        let finished = record::Finished {
+            labels,
+            val_ids: data.val.ids.clone(),
+            val_y: data.val.y.clone(),
+            proba,
             history,
-            train_tiles: data.train.y.len() as u64,
             train_per_label: per_label,
-            val_tiles: data.val.y.len() as u64,
-        };
-        let descriptor = RunDescriptor::new(&job, labels, Some(data.dim));
-        let summary = RunSummary {
-            run: job.run.clone(),
-            method: job.method,
-            backbone: job.backbone.clone(),
-            retraining: None,
-            dataset: job.dataset.clone(),
-            accuracy: eval.accuracy,
+            feature_dim: Some(data.dim),
             duration_s: started.elapsed().as_secs_f64(),
-            train_tiles: metrics.train_tiles,
-            finished_at: chrono::Utc::now(),
         };
-        let write = async {
-            self.store
-                .put_json(&runs::key(&job.run, runs::DESCRIPTOR), &descriptor)
-                .await?;
-            self.store
-                .put_json(&runs::key(&job.run, runs::MODEL), &model)
-                .await?;
-            self.store
-                .put(&runs::key(&job.run, runs::PREDICTIONS), csv.into_bytes())
-                .await?;
-            self.store
-                .put_json(&runs::key(&job.run, runs::METRICS), &metrics)
-                .await?;
-            self.store
-                .put_json(&runs::key(&job.run, runs::SUMMARY), &summary)
-                .await
-        };
-        if let Err(e) = write.await {
-            return Outcome::Retry(e.to_string());
+        match record::write(
+            &self.store,
+            publisher,
+            &self.telemetry,
+            &job,
+            finished,
+            record::ModelFile::Classic(model),
+        )
+        .await
+        {
+            Ok(_) => Outcome::Ack,
+            Err(e) => Outcome::Retry(e.to_string()),
         }
-        self.telemetry
-            .tiles
-            .with_label_values(&[job.dataset.as_str()])
-            .inc_by(metrics.train_tiles);
-        let _ = publisher
-            .event(
-                "train",
-                EventKind::RunFinished {
-                    run: job.run.clone(),
-                    accuracy: eval.accuracy,
-                },
-            )
-            .await;
-        tracing::info!(run = %job.run, accuracy = eval.accuracy, secs = summary.duration_s, "run finished");
-        Outcome::Ack
     }
 }
 

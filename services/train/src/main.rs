@@ -1,25 +1,37 @@
 //! aerial-train: consumes `train.jobs` ([`TrainJob`]); fits logistic regression or a random
-//! forest on a dataset's frozen CNN features, evaluates on its validation split and writes the
-//! run record under `runs/<run>/` (descriptor, model, predictions, metrics, summary), then
-//! publishes `run_finished`.
+//! forest on a dataset's frozen CNN features, or fine-tunes MobileNetV2 at a retraining depth
+//! (checkpointed per epoch, in segments that requeue the job), evaluates on its validation
+//! split and writes the run record under `runs/<run>/` (descriptor, model, predictions,
+//! metrics, summary), then publishes `run_finished`.
 //!
 //! [`TrainJob`]: aerial_shared::messages::TrainJob
 
 mod data;
+mod finetune;
 mod handler;
+mod record;
 
 use aerial_shared::{service, topology, worker};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    aerial_shared::malloc::tune_for_inference();
     let app = service::start("train", None).await?;
     if !app.ensure_bucket().await {
         return Ok(());
     }
+    let finetune = finetune::Finetuner::new(
+        app.store.clone(),
+        app.telemetry.clone(),
+        app.settings.models.dir.clone(),
+        app.settings.worker.threads,
+        app.shutdown.clone(),
+    );
     let handler = Arc::new(handler::Trainer::new(
         app.store.clone(),
         app.telemetry.clone(),
+        finetune,
     ));
     let mut cfg = worker::WorkerConfig::from_settings(&app.settings, "train", topology::TRAIN_JOBS);
     cfg.batch_size = 1;
