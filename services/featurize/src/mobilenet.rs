@@ -9,6 +9,10 @@ use std::path::Path;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+/// Optimizer parameter group of the new classifier; the trained feature blocks are group 0,
+/// so fine-tuning can give the pretrained layers a smaller learning rate than the new head.
+pub const HEAD_GROUP: usize = 1;
+
 /// Feature blocks: `features.0` (stem) .. `features.18` (1×1 conv to 1280).
 const BLOCKS: usize = 19;
 
@@ -122,7 +126,7 @@ impl Net {
         blocks.push(Box::new(conv_bn(root(BLOCKS - 1), c_in, 1280, 1, 1, 1)));
         // not named classifier.1: the ImageNet head in the file must not load into it
         let head = nn::linear(
-            trained.root() / "head",
+            trained.root().set_group(HEAD_GROUP) / "head",
             1280,
             n_classes as i64,
             Default::default(),
