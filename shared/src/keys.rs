@@ -55,6 +55,42 @@ pub fn validate_name(name: &str) -> Result<(), KeyError> {
     }
 }
 
+/// Rejects run names that are empty, longer than 128 characters, made only of dots, or hold
+/// control characters. Anything else is allowed (a run name is a label people choose); keys
+/// use [`encode_name`], so such names cannot escape their prefix.
+pub fn validate_run_name(name: &str) -> Result<(), KeyError> {
+    let bad = |reason| {
+        Err(KeyError::Unsafe {
+            key: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.chars().count() > 128 {
+        return bad("run names are 1-128 characters");
+    }
+    if name.chars().all(|c| c == '.') {
+        return bad("run names are not made of dots only");
+    }
+    if name.chars().any(char::is_control) {
+        return bad("control character");
+    }
+    Ok(())
+}
+
+/// A name as one key segment: `[A-Za-z0-9._-]` kept, every other byte as `%XX`, so plain
+/// names read as themselves and no name can contain `/`.
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Uploaded raw input of an ingest job.
 pub fn raw_prefix(dataset: &str, job_id: &str) -> String {
     format!("raw/{dataset}/{job_id}/")
@@ -98,9 +134,9 @@ pub fn feature_marker(dataset: &str, backbone: &str, tile_id: &str) -> String {
     format!("{}index/{tile_id}", features_prefix(dataset, backbone))
 }
 
-/// Everything of one training run.
+/// Everything of one training run (the name encoded with [`encode_name`]).
 pub fn run_prefix(run: &str) -> String {
-    format!("runs/{run}/")
+    format!("runs/{}/", encode_name(run))
 }
 
 /// What a score job was asked and expects ([`crate::predictions::ScoreSpec`]).
@@ -179,6 +215,24 @@ mod tests {
         for n in ["", ".x", "a/b", "a b", "<script>"] {
             assert!(validate_name(n).is_err(), "{n:?}");
         }
+    }
+
+    #[test]
+    fn any_run_name_stays_inside_its_prefix() {
+        let evil = "<script>alert(1)</script>";
+        assert!(validate_run_name(evil).is_ok());
+        let p = run_prefix(evil);
+        assert_eq!(p, "runs/%3Cscript%3Ealert%281%29%3C%2Fscript%3E/");
+        assert!(validate(&p).is_ok());
+        assert_eq!(run_prefix("lr-1.2_a"), "runs/lr-1.2_a/");
+        for n in ["", "..", ".", "a\nb"] {
+            assert!(validate_run_name(n).is_err(), "{n:?}");
+        }
+        assert!(
+            validate_run_name("../../etc").is_ok(),
+            "encoded, so harmless"
+        );
+        assert_eq!(run_prefix("../x"), "runs/..%2Fx/");
     }
 
     #[test]

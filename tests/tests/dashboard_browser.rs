@@ -112,6 +112,17 @@ async fn dashboard_shows_runs_confusion_curves_and_maps() {
         "logistic",
     ]);
     assert!(ok, "{out}");
+    // a run whose name is a script tag: allowed, stored under an encoded key, shown as text
+    let (ok, out) = iso.cli(&[
+        "train",
+        "--name",
+        "<script>alert(1)</script>",
+        "--dataset",
+        "tiny",
+        "--method",
+        "logistic",
+    ]);
+    assert!(ok, "{out}");
     let (ok, out) = iso.cli(&[
         "train",
         "--name",
@@ -178,6 +189,20 @@ async fn dashboard_shows_runs_confusion_curves_and_maps() {
         );
     }
     assert!(home.contains(">map</a>"), "job listed: {home}");
+    assert!(
+        home.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the run name renders as text: {home}"
+    );
+    assert!(!home.contains("<script>alert(1)</script>"), "{home}");
+    let evil_page = dom(&format!(
+        "{base}/runs/{}",
+        aerial_shared::keys::encode_name("<script>alert(1)</script>")
+    ));
+    assert!(evil_page.contains("id=\"confusion\""), "{evil_page}");
+    assert!(
+        !evil_page.contains("<script>alert(1)</script>"),
+        "{evil_page}"
+    );
     screenshot(&format!("{base}/"), &shots.join("runs.png"));
 
     // a run page: confusion matrix, per-class table, epoch curves (one point per epoch)
@@ -226,7 +251,7 @@ async fn dashboard_shows_runs_confusion_curves_and_maps() {
         .json()
         .await
         .unwrap();
-    assert_eq!(api.as_array().unwrap().len(), 2);
+    assert_eq!(api.as_array().unwrap().len(), 3);
     let cmp: serde_json::Value = http
         .get(format!("{base}/api/compare?runs=lr,ft"))
         .send()

@@ -120,7 +120,7 @@ async fn load_model(
 
 /// Evaluates `run` on the labelled folder `dir`.
 pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyhow::Result<()> {
-    aerial_shared::keys::validate_name(run)?;
+    aerial_shared::keys::validate_run_name(run)?;
     let store = Store::connect(&settings.s3).await;
     let d: RunDescriptor = store
         .get_json(&runs::key(run, runs::DESCRIPTOR))

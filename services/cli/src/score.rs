@@ -35,17 +35,20 @@ pub struct ScoreArgs {
 /// Publishes the job and, unless `--no-wait`, follows it and prints its results.
 pub async fn run(settings: &Settings, a: ScoreArgs) -> anyhow::Result<()> {
     let job = ScoreJob {
-        job_id: a
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", a.dataset, a.run)),
+        job_id: a.name.clone().unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                a.dataset,
+                keys::encode_name(&a.run).replace('%', "_")
+            )
+        }),
         run: a.run.clone(),
         dataset: a.dataset.clone(),
         smooth: a.smooth,
     };
-    for n in [&job.job_id, &job.run, &job.dataset] {
-        keys::validate_name(n)?;
-    }
+    keys::validate_name(&job.job_id)?;
+    keys::validate_name(&job.dataset)?;
+    keys::validate_run_name(&job.run)?;
     let store = Store::connect(&settings.s3).await;
     store.ensure_bucket().await?;
     match store

@@ -115,7 +115,7 @@ fn job(a: &TrainArgs) -> TrainJob {
 
 /// Publishes the job and, unless `--no-wait`, waits for the run and prints its metrics.
 pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
-    keys::validate_name(&args.name)?;
+    keys::validate_run_name(&args.name)?;
     anyhow::ensure!(
         args.sample_frac > 0.0 && args.sample_frac <= 1.0,
         "--sample-frac must be in (0, 1]"

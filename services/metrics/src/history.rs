@@ -49,7 +49,7 @@ pub async fn runs(store: &Store) -> Result<Vec<RunSummary>, StoreError> {
 
 /// One finished run.
 pub async fn run(store: &Store, id: &str) -> Result<RunDetail, StoreError> {
-    keys::validate_name(id)?;
+    keys::validate_run_name(id)?;
     Ok(RunDetail {
         summary: store.get_json(&runs::key(id, runs::SUMMARY)).await?,
         descriptor: store.get_json(&runs::key(id, runs::DESCRIPTOR)).await?,

@@ -65,7 +65,7 @@ async fn index(State(s): State<Store>) -> Response {
                     th { "accuracy" } th { "duration s" } th { "train tiles" } th.l { "dataset" }
                 } }
                 tbody { @for r in &runs { tr {
-                    td.l { a href=(format!("/runs/{}", r.run)) { (r.run) } }
+                    td.l { a href=(format!("/runs/{}", keys::encode_name(&r.run))) { (r.run) } }
                     td.l { (r.method.as_str()) }
                     td.l { (r.backbone) }
                     td.l { (r.retraining.map(|d| format!("{d:?}")).unwrap_or_else(|| "-".into())) }
@@ -181,7 +181,7 @@ async fn compare(State(s): State<Store>, Query(q): Query<CompareQuery>) -> Respo
         table {
             thead { tr { th.l { "run" } th.l { "method" } th.l { "depth" } th { "accuracy" } th { "macro F1" } th { "epochs" } th { "duration s" } } }
             tbody { @for d in &details { tr {
-                td.l { a href=(format!("/runs/{}", d.summary.run)) { (d.summary.run) } }
+                td.l { a href=(format!("/runs/{}", keys::encode_name(&d.summary.run))) { (d.summary.run) } }
                 td.l { (d.summary.method.as_str()) }
                 td.l { (d.summary.retraining.map(|x| format!("{x:?}")).unwrap_or_else(|| "-".into())) }
                 td { (pct(d.summary.accuracy)) } td { (format!("{:.4}", d.metrics.validation.macro_f1)) }

@@ -47,10 +47,11 @@ impl FanOut {
     }
 
     async fn one(&self, ctx: &BatchCtx, job: ScoreJob) -> Outcome {
-        for name in [&job.job_id, &job.run, &job.dataset] {
-            if let Err(e) = keys::validate_name(name) {
-                return self.refuse(&job, e.to_string()).await;
-            }
+        let names = keys::validate_name(&job.job_id)
+            .and(keys::validate_name(&job.dataset))
+            .and(keys::validate_run_name(&job.run));
+        if let Err(e) = names {
+            return self.refuse(&job, e.to_string()).await;
         }
         let mut seen_before = false;
         match self

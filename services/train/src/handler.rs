@@ -44,7 +44,7 @@ impl Trainer {
     }
 
     async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
-        if let Err(e) = keys::validate_name(&job.run).and(keys::validate_name(&job.dataset)) {
+        if let Err(e) = keys::validate_run_name(&job.run).and(keys::validate_name(&job.dataset)) {
             return Outcome::Dead(e.to_string());
         }
         if !(job.sample_frac > 0.0 && job.sample_frac <= 1.0) {
@@ -233,7 +233,7 @@ impl BatchHandler for Trainer {
             let outcome = self.run(&ctx.publisher, job).await;
             if let Outcome::Dead(reason) = &outcome {
                 // names that failed validation have no safe prefix to write under
-                if keys::validate_name(&run).is_ok() && !reason.contains("already used") {
+                if keys::validate_run_name(&run).is_ok() && !reason.contains("already used") {
                     let _ = self
                         .store
                         .put_json(

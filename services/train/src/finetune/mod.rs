@@ -40,6 +40,10 @@ const EVAL_BATCH: i64 = 64;
 pub struct Finetuner {
     store: Store,
     telemetry: Telemetry,
+    /// Last finished epoch of the current fine-tune (`aerial_train_epoch`).
+    epoch: prometheus::Gauge,
+    /// Its training loss (`aerial_train_loss`).
+    loss: prometheus::Gauge,
     models: PathBuf,
     threads: usize,
     shutdown: CancellationToken,
@@ -71,9 +75,27 @@ impl Finetuner {
             .ok()
             .and_then(|s| s.parse().ok())
             .map_or(SEGMENT, Duration::from_secs);
+        let gauge = |name: &str, help: &str| {
+            let g = prometheus::Gauge::new(name, help).expect("valid metric");
+            telemetry
+                .registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric name");
+            g
+        };
+        let epoch = gauge(
+            "train_epoch",
+            "Last finished epoch of the running fine-tune.",
+        );
+        let loss = gauge(
+            "train_loss",
+            "Training loss of the running fine-tune's last epoch.",
+        );
         Self {
             store,
             telemetry,
+            epoch,
+            loss,
             models,
             threads,
             shutdown,
@@ -186,6 +208,8 @@ impl Finetuner {
                         .tiles
                         .with_label_values(&[job.dataset.as_str()])
                         .inc_by(per_label.iter().sum());
+                    self.epoch.set(f64::from(rec.epoch));
+                    self.loss.set(rec.train_loss);
                     tracing::info!(run = %job.run, epoch = rec.epoch, loss = rec.train_loss, val_accuracy = rec.val_accuracy, secs = rec.duration_s, "epoch done");
                     let _ = publisher
                         .event(
