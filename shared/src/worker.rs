@@ -55,6 +55,29 @@ pub trait BatchHandler: Send + Sync + 'static {
     async fn handle(&self, ctx: &BatchCtx, batch: Vec<Self::Msg>) -> Vec<Outcome>;
 }
 
+/// Runs `f` once per group of messages sharing `key` (e.g. one dataset and backbone) and
+/// puts each returned `(index, outcome)` back at its message's place in the batch; a message
+/// `f` leaves out is requeued.
+pub async fn by_group<M, K, F, Fut>(batch: Vec<M>, key: impl Fn(&M) -> K, mut f: F) -> Vec<Outcome>
+where
+    K: Ord,
+    F: FnMut(K, Vec<(usize, M)>) -> Fut,
+    Fut: std::future::Future<Output = Vec<(usize, Outcome)>>,
+{
+    let n = batch.len();
+    let mut groups: std::collections::BTreeMap<K, Vec<(usize, M)>> = Default::default();
+    for (i, m) in batch.into_iter().enumerate() {
+        groups.entry(key(&m)).or_default().push((i, m));
+    }
+    let mut outcomes = vec![Outcome::Retry("not processed".into()); n];
+    for (k, members) in groups {
+        for (i, o) in f(k, members).await {
+            outcomes[i] = o;
+        }
+    }
+    outcomes
+}
+
 /// Consumer runtime settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -384,5 +407,50 @@ impl<M: Message + Clone> BatchHandler for Refuse<M> {
     type Msg = M;
     async fn handle(&self, _ctx: &BatchCtx, batch: Vec<M>) -> Vec<Outcome> {
         vec![Outcome::Dead(self.reason.to_string()); batch.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn by_group_puts_outcomes_back_in_place() {
+        let batch = vec![1u32, 2, 3, 4, 5];
+        let mut calls = 0;
+        let out = by_group(
+            batch,
+            |m| m % 2,
+            |parity, members| {
+                calls += 1;
+                async move {
+                    members
+                        .into_iter()
+                        // leave out 5: it must come back as a retry
+                        .filter(|(_, m)| *m != 5)
+                        .map(|(i, m)| {
+                            let o = if parity == 0 {
+                                Outcome::Ack
+                            } else {
+                                Outcome::Dead(format!("odd {m}"))
+                            };
+                            (i, o)
+                        })
+                        .collect()
+                }
+            },
+        )
+        .await;
+        assert_eq!(calls, 2, "one call per group");
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Dead("odd 1".into()),
+                Outcome::Ack,
+                Outcome::Dead("odd 3".into()),
+                Outcome::Ack,
+                Outcome::Retry("not processed".into()),
+            ]
+        );
     }
 }

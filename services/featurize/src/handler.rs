@@ -8,12 +8,11 @@ use aerial_shared::{
     messages::{EventKind, Tile},
     shards::{self, Shard},
     store::StoreError,
-    worker::{BatchCtx, BatchHandler, Outcome},
+    worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 
 /// Downloads and decodes in flight at once per batch.
 const PARALLEL_FETCH: usize = 16;
@@ -189,20 +188,10 @@ impl BatchHandler for Featurizer {
     type Msg = Tile;
 
     async fn handle(&self, ctx: &BatchCtx, batch: Vec<Tile>) -> Vec<Outcome> {
-        let n = batch.len();
-        let mut groups: BTreeMap<(String, String), Vec<(usize, Tile)>> = BTreeMap::new();
-        for (i, t) in batch.into_iter().enumerate() {
-            groups
-                .entry((t.dataset.clone(), t.backbone.clone()))
-                .or_default()
-                .push((i, t));
-        }
-        let mut outcomes = vec![Outcome::Retry("not processed".into()); n];
-        for ((dataset, backbone), tiles) in groups {
-            for (i, o) in self.group(ctx, &dataset, &backbone, tiles).await {
-                outcomes[i] = o;
-            }
-        }
-        outcomes
+        let key = |t: &Tile| (t.dataset.clone(), t.backbone.clone());
+        by_group(batch, key, |(dataset, backbone), tiles| async move {
+            self.group(ctx, &dataset, &backbone, tiles).await
+        })
+        .await
     }
 }

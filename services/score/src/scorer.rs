@@ -12,13 +12,12 @@ use aerial_shared::{
     predictions::{DeadTile, PredictionBatch, PredictionRow},
     store::StoreError,
     topology,
-    worker::{BatchCtx, BatchHandler, Outcome},
+    worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
 };
 use futures::StreamExt;
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Downloads and decodes in flight at once per batch.
@@ -245,20 +244,10 @@ impl BatchHandler for Scorer {
     type Msg = ScoreTile;
 
     async fn handle(&self, ctx: &BatchCtx, batch: Vec<ScoreTile>) -> Vec<Outcome> {
-        let n = batch.len();
-        let mut groups: BTreeMap<(String, String), Vec<(usize, ScoreTile)>> = BTreeMap::new();
-        for (i, st) in batch.into_iter().enumerate() {
-            groups
-                .entry((st.job_id.clone(), st.run.clone()))
-                .or_default()
-                .push((i, st));
-        }
-        let mut outcomes = vec![Outcome::Retry("not processed".into()); n];
-        for ((job, run), tiles) in groups {
-            for (i, o) in self.group(ctx, &job, &run, tiles).await {
-                outcomes[i] = o;
-            }
-        }
-        outcomes
+        let key = |st: &ScoreTile| (st.job_id.clone(), st.run.clone());
+        by_group(batch, key, |(job, run), tiles| async move {
+            self.group(ctx, &job, &run, tiles).await
+        })
+        .await
     }
 }
