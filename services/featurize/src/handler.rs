@@ -4,10 +4,10 @@
 
 use aerial_featurize::backbone::{feature_dim, Inference};
 use aerial_shared::{
-    imaging, keys,
+    imaging::{self, FetchError},
+    keys,
     messages::{EventKind, Tile},
     shards::{self, Shard},
-    store::StoreError,
     worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
 };
@@ -35,17 +35,12 @@ impl Featurizer {
     }
 
     async fn fetch(&self, tile: &Tile) -> Result<Vec<f32>, Outcome> {
-        let bytes = match self.store.get(&tile.key).await {
-            Ok(b) => b,
-            Err(e @ (StoreError::NotFound { .. } | StoreError::InvalidKey(_))) => {
-                return Err(Outcome::Dead(format!("tile {}: {e}", tile.tile_id)))
-            }
-            Err(e) => return Err(Outcome::Retry(e.to_string())),
-        };
-        tokio::task::spawn_blocking(move || imaging::load_tensor(&bytes))
+        imaging::fetch_tensor(&self.store, tile)
             .await
-            .expect("preprocess does not panic")
-            .map_err(|e| Outcome::Dead(format!("tile {} ({}): {e}", tile.tile_id, tile.key)))
+            .map_err(|e| match e {
+                FetchError::Bad(reason) => Outcome::Dead(reason),
+                FetchError::Transient(reason) => Outcome::Retry(reason),
+            })
     }
 
     /// Features one (dataset, backbone) group; returns outcomes for its indices.

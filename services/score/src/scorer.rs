@@ -6,11 +6,11 @@ use crate::models::{Models, RunModel, Scoring};
 use aerial_featurize::backbone::{InferError, Inference};
 use aerial_shared::{
     classifier::argmax_rows,
-    imaging, keys,
+    imaging::{self, FetchError},
+    keys,
     messages::ScoreProgress,
     messages::ScoreTile,
     predictions::{DeadTile, PredictionBatch, PredictionRow},
-    store::StoreError,
     topology,
     worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
@@ -82,22 +82,6 @@ impl Scorer {
         Outcome::Dead(reason)
     }
 
-    async fn fetch(&self, st: &ScoreTile) -> Result<Vec<f32>, Result<String, String>> {
-        let t = &st.tile;
-        let bytes = match self.store.get(&t.key).await {
-            Ok(b) => b,
-            Err(e @ (StoreError::NotFound { .. } | StoreError::InvalidKey(_))) => {
-                return Err(Ok(format!("tile {}: {e}", t.tile_id)))
-            }
-            Err(e) => return Err(Err(e.to_string())),
-        };
-        let (id, key) = (t.tile_id.clone(), t.key.clone());
-        tokio::task::spawn_blocking(move || imaging::load_tensor(&bytes))
-            .await
-            .expect("preprocess does not panic")
-            .map_err(|e| Ok(format!("tile {id} ({key}): {e}")))
-    }
-
     /// Class probabilities `[n, labels]` of `n` preprocessed tiles with the run's model.
     async fn classify(
         &self,
@@ -160,7 +144,7 @@ impl Scorer {
             }
         };
         let fetched = futures::stream::iter(tiles.into_iter().map(|(i, st)| async move {
-            let r = self.fetch(&st).await;
+            let r = imaging::fetch_tensor(&self.store, &st.tile).await;
             (i, st, r)
         }))
         .buffered(PARALLEL_FETCH)
@@ -174,8 +158,8 @@ impl Scorer {
                     input.extend_from_slice(&x);
                     ok.push((i, st));
                 }
-                Err(Ok(reason)) => out.push((i, self.refuse(ctx, &st, reason).await)),
-                Err(Err(transient)) => out.push((i, Outcome::Retry(transient))),
+                Err(FetchError::Bad(reason)) => out.push((i, self.refuse(ctx, &st, reason).await)),
+                Err(FetchError::Transient(transient)) => out.push((i, Outcome::Retry(transient))),
             }
         }
         if ok.is_empty() {
