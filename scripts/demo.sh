@@ -51,3 +51,13 @@ echo
 echo "Dashboard (runs, curves, confusion matrix, maps, change): http://127.0.0.1:9100/"
 if [ -f .state/prometheus/pid ]; then echo "Prometheus: http://127.0.0.1:39090/targets"; fi
 echo "Fine-tune too: $AERIAL train --name ft-all --dataset rsscn7 --method finetune --retraining all"
+
+# the generated S3 secret and broker password must appear in no log of the run
+leaks=0; nlogs=0
+while IFS= read -r -d '' f; do
+  nlogs=$((nlogs + 1))
+  for s in "$AERIAL__S3__SECRET_KEY" "$AERIAL_AMQP_PASS"; do
+    if grep -qF -- "$s" "$f"; then echo "SECRET FOUND IN $f" >&2; leaks=1; fi
+  done
+done < <(find .state -name '*.log' -print0 2>/dev/null)
+if [ "$leaks" = 0 ]; then echo "Secrets: neither the S3 secret nor the broker password is in any of the $nlogs logs under .state/."; else exit 1; fi

@@ -55,11 +55,16 @@ P
 
 credentials() {
   # generated once per state dir: never guest/guest
+  if [ -f "$STATE/credentials" ] && ! grep -q '^AMQP_ADMIN_USER=' "$STATE/credentials"; then
+    say "$STATE was made by an older aerial (one broker user for everything): 'make clean' and retry"
+    exit 1
+  fi
   if [ ! -f "$STATE/credentials" ]; then
     umask 077
     python3 - > "$STATE/credentials" <<'PY'
 import secrets
 print(f"AMQP_USER=aerial\nAMQP_PASS={secrets.token_urlsafe(18)}")
+print(f"AMQP_ADMIN_USER=aerial-admin\nAMQP_ADMIN_PASS={secrets.token_urlsafe(18)}")
 print(f"S3_ACCESS_KEY=aerial{secrets.token_hex(6)}\nS3_SECRET_KEY={secrets.token_urlsafe(24)}")
 PY
   fi
@@ -89,8 +94,8 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
 prometheus.tcp.ip = 127.0.0.1
 prometheus.tcp.port = $RMQ_PROM_PORT
-default_user = $AMQP_USER
-default_pass = $AMQP_PASS
+default_user = $AMQP_ADMIN_USER
+default_pass = $AMQP_ADMIN_PASS
 default_user_tags.administrator = true
 default_permissions.configure = .*
 default_permissions.read = .*
@@ -131,14 +136,25 @@ J
   say "seaweedfs starting: s3 http://127.0.0.1:$p, log $S/weed.log"
 }
 
+# The services' user: the management tag (queue depths for the metrics service, its own
+# vhosts only) and rights on aerial's exchanges and queues in the aerial vhost, nothing else.
+AERIAL_PERMS='{"configure":"^(aerial|ingest|featurize|train|score|metrics)\\.","write":"^(aerial|ingest|featurize|train|score|metrics)\\.","read":"^(aerial|ingest|featurize|train|score|metrics)\\."}'
+service_user() {
+  local api="http://127.0.0.1:$MGMT_PORT/api" a=(-sf -u "$AMQP_ADMIN_USER:$AMQP_ADMIN_PASS" -H 'content-type: application/json')
+  curl "${a[@]}" -X PUT "$api/users/$AMQP_USER" -d "{\"password\":\"$AMQP_PASS\",\"tags\":\"management\"}" >/dev/null
+  curl "${a[@]}" -X PUT "$api/vhosts/aerial" >/dev/null
+  curl "${a[@]}" -X PUT "$api/permissions/aerial/$AMQP_USER" -d "$AERIAL_PERMS" >/dev/null
+}
+
 wait_ready() {
   local i
   for i in $(seq 1 120); do
-    if curl -sf -u "$AMQP_USER:$AMQP_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview" >/dev/null 2>&1; then break; fi
+    if curl -sf -u "$AMQP_ADMIN_USER:$AMQP_ADMIN_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview" >/dev/null 2>&1; then break; fi
     alive "$STATE/rabbitmq/server.pid" || { say "rabbitmq died; see $STATE/rabbitmq/log"; tail -20 "$STATE/rabbitmq/log/server.out" >&2; exit 1; }
     sleep 0.5
   done
-  curl -sf -u "$AMQP_USER:$AMQP_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview" >/dev/null || { say "rabbitmq not ready after 60 s"; exit 1; }
+  curl -sf -u "$AMQP_ADMIN_USER:$AMQP_ADMIN_PASS" "http://127.0.0.1:$MGMT_PORT/api/overview" >/dev/null || { say "rabbitmq not ready after 60 s"; exit 1; }
+  service_user
   for i in $(seq 1 120); do
     # any HTTP answer (403 without credentials) means the S3 gateway is up
     code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" || true)
@@ -152,7 +168,7 @@ wait_ready() {
 write_env() {
   umask 077
   cat > "$STATE/env" <<E
-AERIAL__AMQP__URI=amqp://$AMQP_USER:$AMQP_PASS@127.0.0.1:$AMQP_PORT/%2f
+AERIAL__AMQP__URI=amqp://$AMQP_USER:$AMQP_PASS@127.0.0.1:$AMQP_PORT/aerial
 AERIAL__S3__ENDPOINT=http://127.0.0.1:$S3_PORT
 AERIAL__AMQP__MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
 AERIAL__S3__ACCESS_KEY=$S3_ACCESS_KEY
@@ -161,6 +177,12 @@ AERIAL_RABBITMQ_MANAGEMENT=http://127.0.0.1:$MGMT_PORT
 AERIAL_RABBITMQ_PROMETHEUS=http://127.0.0.1:$RMQ_PROM_PORT
 AERIAL_AMQP_USER=$AMQP_USER
 AERIAL_AMQP_PASS=$AMQP_PASS
+AERIAL_AMQP_PERMISSIONS=$AERIAL_PERMS
+E
+  # the administrator login stays out of the services' env: only tests and operators use it
+  cat > "$STATE/admin.env" <<E
+AERIAL_AMQP_ADMIN_USER=$AMQP_ADMIN_USER
+AERIAL_AMQP_ADMIN_PASS=$AMQP_ADMIN_PASS
 E
 }
 
@@ -194,6 +216,15 @@ case "$cmd" in
       stop_pid "$STATE/rabbitmq/epmd.pid" "epmd" ) &
     stop_pid "$STATE/seaweedfs/weed.pid" "seaweedfs"
     wait
+    ;;
+  # fault injection for the reliability tests; `up` starts whatever is stopped, same ports/data
+  stop-rabbitmq)
+    stop_pid "$STATE/rabbitmq/rabbitmq.pid" "rabbitmq"
+    stop_pid "$STATE/rabbitmq/server.pid" "rabbitmq wrapper"
+    stop_pid "$STATE/rabbitmq/epmd.pid" "epmd"
+    ;;
+  stop-s3)
+    stop_pid "$STATE/seaweedfs/weed.pid" "seaweedfs"
     ;;
   status)
     for f in rabbitmq/rabbitmq.pid rabbitmq/epmd.pid seaweedfs/weed.pid; do

@@ -187,9 +187,14 @@ impl Publisher {
     /// Publishes many messages, pipelined, and returns once every one is confirmed.
     pub async fn publish_all(&self, outs: Vec<Outgoing>) -> Result<(), BrokerError> {
         let mut pending = Vec::with_capacity(outs.len());
+        // the publish time lets the management API report a queue's oldest message age
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         for out in outs {
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
+                .with_timestamp(now)
                 .with_content_type("application/json".into())
                 .with_headers(out.headers);
             let confirm = self

@@ -11,6 +11,9 @@ pub enum ConfigError {
     /// The file or environment could not be parsed into settings.
     #[error("invalid configuration: {0}")]
     Invalid(#[from] config::ConfigError),
+    /// The broker URI is missing or has no credentials of its own.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// Everything a service or the CLI needs to reach the broker, the store and its peers.
@@ -79,6 +82,10 @@ pub struct S3Settings {
     /// Static secret key paired with `access_key`.
     #[serde(default)]
     pub secret_key: Option<SecretString>,
+    /// PEM CA bundle trusted for an `https://` endpoint in addition to the system roots
+    /// (a private CA in front of a self-hosted S3 server).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Path-style addressing (required by SeaweedFS and most self-hosted servers).
     pub path_style: bool,
     /// Attempts per request, first included, before an error is returned.
@@ -118,7 +125,7 @@ pub struct ModelSettings {
 
 const DEFAULTS: &str = r#"
 [amqp]
-uri = "amqp://aerial:aerial@127.0.0.1:5672/%2f"
+uri = ""
 [s3]
 region = "us-east-1"
 bucket = "aerial"
@@ -140,6 +147,15 @@ dir = "../shared/models"
 impl Settings {
     /// Loads defaults, then `path` (or `$AERIAL_CONFIG`) if given, then `AERIAL__*` env vars.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(path, None)
+    }
+
+    /// As [`Settings::load`], with `env` (`AERIAL__*` names) in place of the process
+    /// environment when given: for tests and tools that hold settings for another process.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let env_path = std::env::var_os("AERIAL_CONFIG").map(PathBuf::from);
         let mut builder = config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
@@ -151,10 +167,42 @@ impl Settings {
                 config::Environment::with_prefix("AERIAL")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(env),
             )
             .build()?;
-        Ok(cfg.try_deserialize()?)
+        let s: Self = cfg.try_deserialize()?;
+        check_broker_credentials(s.amqp.uri.expose_secret())?;
+        Ok(s)
+    }
+}
+
+/// There is no default broker login: the URI must be given and carry a user and password,
+/// and not RabbitMQ's `guest` (without credentials the AMQP client would log in as guest).
+fn check_broker_credentials(uri: &str) -> Result<(), ConfigError> {
+    let fail = |why: &str| {
+        Err(ConfigError::Credentials(format!(
+            "{why}: set AERIAL__AMQP__URI (or amqp.uri in the config file) to \
+             amqp://USER:PASSWORD@HOST:PORT/VHOST"
+        )))
+    };
+    if uri.is_empty() {
+        return fail("no broker uri configured");
+    }
+    let Some((_, rest)) = uri.split_once("://") else {
+        return fail("the broker uri has no scheme");
+    };
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return fail("the broker uri has no user:password");
+    };
+    match userinfo.split_once(':') {
+        Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+            if user == "guest" {
+                return fail("the broker user guest is refused (create a user of your own)");
+            }
+            Ok(())
+        }
+        _ => fail("the broker uri has no user:password"),
     }
 }
 
@@ -172,11 +220,29 @@ mod tests {
         assert!(!format!("{:?}", SecretString::from("topsecret")).contains("topsecret"));
     }
 
+    fn env(uri: &str) -> Option<std::collections::HashMap<String, String>> {
+        Some([("AERIAL__AMQP__URI".to_string(), uri.to_string())].into())
+    }
+
     #[test]
     fn debug_of_settings_hides_secrets() {
-        let s = Settings::load(None).unwrap();
+        let s = Settings::load_from(None, env("amqp://bob:hunter2@h:5672/v")).unwrap();
         let dbg = format!("{s:?}");
-        assert!(!dbg.contains("aerial:aerial@"), "{dbg}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
         assert_eq!(s.worker.batch_size, 32);
+    }
+
+    #[test]
+    fn no_default_or_guest_broker_login() {
+        for uri in [
+            "",
+            "amqp://h:5672/%2f",
+            "amqp://guest:guest@h:5672/%2f",
+            "amqp://bob:@h/v",
+        ] {
+            let e = Settings::load_from(None, env(uri)).unwrap_err().to_string();
+            assert!(e.contains("AERIAL__AMQP__URI"), "{uri}: {e}");
+        }
+        assert!(Settings::load_from(None, env("amqps://bob:pw@h:5671/v")).is_ok());
     }
 }

@@ -34,6 +34,13 @@ pub enum ImageError {
         /// Limit per edge.
         max: u32,
     },
+    /// Not an RGB(A) image: a single band or band pair is not aerial colour imagery, and
+    /// silently replicating it into RGB would give confident nonsense.
+    #[error("wrong band count: {bands} (need 3 RGB or 4 RGBA)")]
+    WrongBands {
+        /// Colour channels the image has.
+        bands: u8,
+    },
     /// The decoder failed (corrupt or truncated data).
     #[error("corrupt or truncated image: {0}")]
     Corrupt(String),
@@ -83,6 +90,10 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let img = reader
         .decode()
         .map_err(|e| ImageError::Corrupt(e.to_string()))?;
+    let bands = img.color().channel_count();
+    if bands < 3 {
+        return Err(ImageError::WrongBands { bands });
+    }
     Ok(img.to_rgb8())
 }
 
@@ -219,5 +230,31 @@ mod tests {
             decode_rgb(&bomb).unwrap_err(),
             ImageError::TooLarge { width: 30000, .. }
         ));
+        // one band (a grey or single-band export) and two (grey + alpha) are refused; RGBA is
+        // colour imagery with a mask and is kept
+        for (bands, img) in [
+            (
+                1u8,
+                image::DynamicImage::ImageLuma8(image::GrayImage::new(8, 8)),
+            ),
+            (
+                2,
+                image::DynamicImage::ImageLumaA8(image::GrayAlphaImage::new(8, 8)),
+            ),
+            (
+                4,
+                image::DynamicImage::ImageRgba8(image::RgbaImage::new(8, 8)),
+            ),
+        ] {
+            let mut bytes = Vec::new();
+            img.write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+                .unwrap();
+            let got = decode_rgb(&bytes);
+            if bands < 3 {
+                assert_eq!(got.unwrap_err(), ImageError::WrongBands { bands });
+            } else {
+                assert_eq!(got.unwrap().dimensions(), (8, 8));
+            }
+        }
     }
 }

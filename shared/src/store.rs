@@ -127,6 +127,9 @@ impl Store {
         if let Some(ep) = &s.endpoint {
             loader = loader.endpoint_url(ep.clone());
         }
+        if let Some(ca) = &s.ca_file {
+            loader = loader.http_client(https_with_ca(ca));
+        }
         let shared = loader.load().await;
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(s.path_style)
@@ -358,4 +361,25 @@ impl Store {
             .map_err(|e| request_error("delete", key, e))?;
         Ok(())
     }
+}
+
+/// The SDK's HTTPS client trusting `ca` (PEM) besides the system roots. An unreadable file is
+/// logged and left out: the connection then fails closed on the unknown certificate.
+fn https_with_ca(ca: &std::path::Path) -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    let mut trust = TrustStore::default();
+    match std::fs::read(ca) {
+        Ok(pem) => trust = trust.with_pem_certificate(pem),
+        Err(e) => tracing::error!(path = %ca.display(), error = %e, "s3 ca_file unreadable"),
+    }
+    let ctx = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a trust store always builds");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https()
 }

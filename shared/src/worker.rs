@@ -124,6 +124,15 @@ pub async fn run<H: BatchHandler>(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) {
+    // zero-valued series from the start, so rate() and alert rules see them before any event
+    let m = &telemetry.worker;
+    for c in [&m.consumed, &m.acked, &m.requeued] {
+        c.with_label_values(&[cfg.queue]);
+    }
+    m.in_flight.with_label_values(&[cfg.queue]);
+    for kind in ["broker", "transient", "bad_input"] {
+        m.errors.with_label_values(&[kind]);
+    }
     let mut generation = 0u64;
     loop {
         generation += 1;
@@ -270,7 +279,13 @@ async fn process<H: BatchHandler>(
                 good.push(d);
             }
             Err(e) => {
-                let reason = format!("undecodable message: {e}");
+                // no id can be read from it: name it by size and content hash instead
+                let reason = format!(
+                    "undecodable {} message ({} bytes, sha256 {}): {e}",
+                    <H::Msg as Message>::NAME,
+                    d.data.len(),
+                    &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&d.data))[..12]
+                );
                 settle(
                     cfg,
                     telemetry,
@@ -344,6 +359,7 @@ async fn settle(
                 Ok(()) => {
                     let _ = d.acker.ack(BasicAckOptions::default()).await;
                     m.dead_lettered.with_label_values(&[cfg.queue, kind]).inc();
+                    m.errors.with_label_values(&["bad_input"]).inc();
                     // an event about a dead event would feed itself forever
                     if cfg.queue == crate::topology::METRICS_EVENTS {
                         return;

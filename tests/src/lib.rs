@@ -5,7 +5,7 @@
 use aerial_shared::{Settings, Store};
 use secrecy::SecretString;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -23,17 +23,119 @@ pub fn servers() -> &'static Servers {
             "integration tests need the private servers: run `make test` or \
              `scripts/with-test-servers.sh cargo test -p aerial-tests`",
         );
-        let text = std::fs::read_to_string(&path).expect("reading AERIAL_TEST_ENV file");
-        let vars = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Servers { vars }
+        Servers {
+            vars: read_env_files(Path::new(&path)),
+        }
     })
 }
 
+/// The variables of a servers `env` file and of the `admin.env` beside it.
+fn read_env_files(env: &Path) -> HashMap<String, String> {
+    let admin = env.with_file_name("admin.env");
+    [env, admin.as_path()]
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// A RabbitMQ + SeaweedFS pair of one test's own (for tests that stop and restart servers),
+/// stopped and removed on drop.
+pub struct PrivateServers {
+    dir: tempfile::TempDir,
+    /// Its settings, used like [`servers()`].
+    pub servers: Servers,
+}
+
+impl PrivateServers {
+    /// Starts a pair on free loopback ports (about 10 s).
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("aerial-private-")
+            .tempdir()
+            .unwrap();
+        let mut me = Self {
+            servers: Servers {
+                vars: HashMap::new(),
+            },
+            dir,
+        };
+        me.script("up");
+        me.servers.vars = read_env_files(&me.dir.path().join("env"));
+        me
+    }
+
+    fn script(&self, cmd: &str) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/servers.sh"))
+            .arg(cmd)
+            .arg(self.dir.path())
+            .arg("free")
+            .output()
+            .expect("running scripts/servers.sh");
+        assert!(
+            out.status.success(),
+            "servers.sh {cmd}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops RabbitMQ (SIGTERM, as an operator or a node drain would).
+    pub fn stop_rabbitmq(&self) {
+        self.script("stop-rabbitmq");
+    }
+
+    /// Stops the S3 server.
+    pub fn stop_s3(&self) {
+        self.script("stop-s3");
+    }
+
+    /// Starts whatever is stopped, on the same ports and data, and waits until ready.
+    pub fn start_stopped(&self) {
+        self.script("up");
+    }
+}
+
+impl Drop for PrivateServers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo_root().join("scripts/servers.sh"))
+            .arg("down")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Writes one scenario's counts to `target/reliability/<scenario>.json`, which
+/// `make reliability` turns into RELIABILITY.md.
+pub fn record_reliability(scenario: &str, row: serde_json::Value) {
+    let dir = repo_root().join("target/reliability");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut row = row;
+    row["scenario"] = serde_json::Value::String(scenario.to_string());
+    std::fs::write(
+        dir.join(format!("{scenario}.json")),
+        serde_json::to_vec_pretty(&row).unwrap(),
+    )
+    .unwrap();
+}
+
 impl Servers {
+    /// The S3 secret key and broker password of these servers, to grep outputs for.
+    pub fn secrets(&self) -> [String; 2] {
+        [
+            self.var("AERIAL__S3__SECRET_KEY").to_string(),
+            self.var("AERIAL_AMQP_PASS").to_string(),
+        ]
+    }
+
     fn var(&self, k: &str) -> &str {
         self.vars
             .get(k)
@@ -43,8 +145,13 @@ impl Servers {
     /// A fresh vhost and bucket for one test.
     pub async fn isolated(&self, name: &str) -> Isolated {
         let id = format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let user = self.var("AERIAL_AMQP_USER").to_string();
-        let pass = self.var("AERIAL_AMQP_PASS").to_string();
+        // the administrator creates the vhost; the services' user gets the same narrow rights
+        // on it as on the real `aerial` vhost
+        let user = self.var("AERIAL_AMQP_ADMIN_USER").to_string();
+        let pass = self.var("AERIAL_AMQP_ADMIN_PASS").to_string();
+        let service_user = self.var("AERIAL_AMQP_USER").to_string();
+        let perms: serde_json::Value =
+            serde_json::from_str(self.var("AERIAL_AMQP_PERMISSIONS")).expect("permissions json");
         let mgmt = self.var("AERIAL_RABBITMQ_MANAGEMENT").to_string();
         let http = reqwest::Client::new();
         http.put(format!("{mgmt}/api/vhosts/{id}"))
@@ -53,9 +160,9 @@ impl Servers {
             .await
             .and_then(|r| r.error_for_status())
             .expect("creating test vhost");
-        http.put(format!("{mgmt}/api/permissions/{id}/{user}"))
+        http.put(format!("{mgmt}/api/permissions/{id}/{service_user}"))
             .basic_auth(&user, Some(&pass))
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .json(&perms)
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -92,7 +199,8 @@ impl Servers {
 }
 
 fn settings_from(env: &[(String, String)]) -> Settings {
-    let mut s = Settings::load(None).expect("default settings");
+    let map = env.iter().cloned().collect();
+    let mut s = Settings::load_from(None, Some(map)).expect("test settings");
     let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     s.amqp.uri = SecretString::from(get("AERIAL__AMQP__URI").expect("uri"));
     s.s3.endpoint = get("AERIAL__S3__ENDPOINT");
@@ -146,6 +254,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Resident set size in MiB, from /proc (None once it exited).
+    pub fn rss_mib(&self) -> Option<f64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
     /// Sends SIGTERM and waits (up to 30 s) for the exit code.
     pub fn terminate(mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -230,6 +352,48 @@ impl Isolated {
         }
     }
 
+    /// Publishes raw bytes to a work queue, confirmed and routed.
+    pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        let opts = lapin::options::BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = ch
+            .basic_publish(
+                aerial_shared::topology::WORK_EXCHANGE.into(),
+                queue.into(),
+                opts,
+                body,
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            confirm,
+            lapin::Confirmation::Ack(None),
+            "publish to {queue} was not routed"
+        );
+        let _ = conn.close(200, "bye".into()).await;
+    }
+
+    /// The address of a spawned service's `/metrics` server, from its log.
+    pub fn http_addr(&self, proc: &Proc) -> String {
+        proc.log_text()
+            .lines()
+            .find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["message"] == "http server listening")
+                    .then(|| v["addr"].as_str().map(str::to_string))
+                    .flatten()
+            })
+            .expect("the service logged its http address")
+    }
+
     /// Runs the `aerial` CLI to completion; returns (success, stdout + stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(bin("aerial"))
@@ -299,6 +463,30 @@ impl Isolated {
         }
         let _ = conn.close(200, "bye".into()).await;
         out
+    }
+
+    /// (queue, ready, unacked) of every queue of this vhost, from the management API.
+    pub async fn queue_counts(&self) -> Vec<(String, i64, i64)> {
+        let vh: String = self.id.clone();
+        let qs: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!("{}/api/queues/{vh}", self.mgmt))
+            .basic_auth(&self.user, Some(&self.pass))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("management api")
+            .json()
+            .await
+            .expect("queue list json");
+        qs.iter()
+            .map(|q| {
+                (
+                    q["name"].as_str().unwrap_or_default().to_string(),
+                    q["messages_ready"].as_i64().unwrap_or(0),
+                    q["messages_unacknowledged"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     /// Deletes the vhost (and so its queues).
@@ -374,3 +562,45 @@ pub const RSSCN7_CLASSES: [&str; 7] = [
     "resident",
     "river_lake",
 ];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every PromQL expression of the shipped Grafana dashboard (which must be valid JSON).
+pub fn grafana_exprs() -> Vec<String> {
+    let path = repo_root().join("deploy/grafana/dashboards/aerial.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    assert_eq!(dash["uid"], "aerial");
+    let mut out = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push(t["expr"].as_str().expect("target has expr").to_string());
+        }
+    }
+    assert!(out.len() >= 10, "{out:?}");
+    out
+}
+
+/// The `aerial_*` metric names a PromQL text uses.
+pub fn metric_names(promql: &str) -> Vec<String> {
+    let mut names: Vec<String> = promql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("aerial_"))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The sample names (histogram `_bucket`/`_sum`/`_count` included) of a `/metrics` page.
+pub fn exposed_names(text: &str) -> std::collections::HashSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}

@@ -331,4 +331,86 @@ async fn dashboard_shows_runs_confusion_curves_and_maps() {
         Some(27.0)
     );
     assert!(text.contains("aerial_job_progress_ratio"), "{text}");
+
+    // every metric the alert rules and the Grafana dashboard use is on some live /metrics page,
+    // after bad messages have been refused (so the dead-letter and error series exist)
+    iso.publish_raw(aerial_shared::topology::FEATURIZE_TILES, b"{not json")
+        .await;
+    iso.publish_raw(aerial_shared::topology::SCORE_TILES, b"{not json")
+        .await;
+    let scrape_all = || async {
+        let mut names = std::collections::HashSet::new();
+        for p in &procs {
+            let addr = iso.http_addr(p);
+            let t = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            names.extend(aerial_tests::exposed_names(&t));
+        }
+        Some(names)
+    };
+    let alerts =
+        std::fs::read_to_string(aerial_tests::repo_root().join("deploy/prometheus/alerts.yml"))
+            .unwrap();
+    let mut wanted = aerial_tests::metric_names(&alerts);
+    wanted.extend(aerial_tests::metric_names(
+        &aerial_tests::grafana_exprs().join("\n"),
+    ));
+    wanted.sort();
+    wanted.dedup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names = scrape_all().await.unwrap_or_default();
+        let missing: Vec<&String> = wanted.iter().filter(|w| !names.contains(*w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "used by alerts/dashboard but on no live /metrics page: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // no secret in any service log, /metrics page, dashboard page or API answer
+    let mut seen = String::new();
+    for p in &procs {
+        seen.push_str(&p.log_text());
+        let addr = iso.http_addr(p);
+        seen.push_str(
+            &http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    for page in ["/", "/runs/ft", "/jobs/map", "/api/runs", "/api/jobs"] {
+        seen.push_str(
+            &http
+                .get(format!("{base}{page}"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(seen.len() > 10_000);
+    for secret in servers().secrets() {
+        assert!(secret.len() >= 16);
+        assert!(
+            !seen.contains(&secret),
+            "a secret leaked into logs, metrics or pages"
+        );
+    }
 }

@@ -93,6 +93,20 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
         .await
         .unwrap();
     let epochs: Vec<u32> = metrics.history.iter().map(|e| e.epoch).collect();
+    let distinct: std::collections::BTreeSet<u32> = epochs.iter().copied().collect();
+    aerial_tests::record_reliability(
+        "train-kill",
+        serde_json::json!({
+            "kind": "fault",
+            "fault": "train killed with SIGKILL after its first epoch checkpoint (4-epoch fine-tune), a new one started",
+            "what_happened": "the job was redelivered; the new service resumed from the checkpoint and finished the remaining epochs (counts are epochs)",
+            "input": 4,
+            "output": distinct.len(),
+            "duplicates": epochs.len() - distinct.len(),
+            "dlq": 0,
+            "services_alive": "1/1",
+        }),
+    );
     assert_eq!(epochs, vec![1, 2, 3, 4], "every epoch once, in order");
     assert_eq!(metrics.train_tiles, 24);
     assert_eq!(metrics.val_tiles, 12);

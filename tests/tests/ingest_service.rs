@@ -15,31 +15,7 @@ async fn status(iso: &Isolated, job: &str) -> Option<JobStatus> {
 }
 
 async fn publish_raw(iso: &Isolated, queue: &str, body: &[u8]) {
-    let conn = iso.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(Default::default()).await.unwrap();
-    let opts = lapin::options::BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
-    let confirm = ch
-        .basic_publish(
-            topology::WORK_EXCHANGE.into(),
-            queue.into(),
-            opts,
-            body,
-            Default::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(
-        confirm,
-        lapin::Confirmation::Ack(None),
-        "publish to {queue} was not routed"
-    );
-    let _ = conn.close(200, "bye".into()).await;
+    iso.publish_raw(queue, body).await
 }
 
 fn rsscn7(rel: &str) -> Vec<u8> {

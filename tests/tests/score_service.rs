@@ -36,7 +36,7 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         iso.spawn("aerial-train", &[]),
     ];
     let victim = iso.spawn("aerial-score", &score_env);
-    let survivor = iso.spawn("aerial-score", &score_env);
+    let mut survivor = iso.spawn("aerial-score", &score_env);
     for p in procs.iter().chain([&victim, &survivor]) {
         p.wait_log("consuming", Duration::from_secs(60)).await;
     }
@@ -161,6 +161,19 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         summary.dead[0]
     );
     let dlq = iso.drain(&topology::dlq(topology::SCORE_TILES)).await;
+    aerial_tests::record_reliability(
+        "score-kill",
+        serde_json::json!({
+            "kind": "fault",
+            "fault": format!("one of 2 score replicas killed with SIGKILL mid-job; {} tile(s) corrupted in S3 beforehand", bad_ids.len()),
+            "what_happened": "the survivor took the killed replica's redelivered batches (and the coordinator role when needed); the corrupt tiles went to the DLQ and the job report",
+            "input": 640 - bad_ids.len(),
+            "output": ids.len(),
+            "duplicates": table.len() - ids.len(),
+            "dlq": dlq.len(),
+            "services_alive": format!("{}/1 (the survivor)", u8::from(survivor.alive())),
+        }),
+    );
     assert_eq!(dlq.len(), bad_ids.len());
     assert!(header_str(&dlq[0].1, topology::ERROR_HEADER)
         .unwrap()

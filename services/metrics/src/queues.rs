@@ -17,6 +17,7 @@ pub struct QueueGauges {
     ready: IntGaugeVec,
     unacked: IntGaugeVec,
     consumers: IntGaugeVec,
+    oldest: IntGaugeVec,
 }
 
 impl QueueGauges {
@@ -36,6 +37,10 @@ impl QueueGauges {
                 "Messages delivered to a consumer and not yet acked.",
             ),
             consumers: g("queue_consumers", "Consumers of each queue."),
+            oldest: g(
+                "queue_oldest_message_age_seconds",
+                "Seconds since the message at the head of each queue was published (0 when empty).",
+            ),
         }
     }
 }
@@ -53,6 +58,23 @@ pub fn credentials(uri: &str) -> Option<(String, String, String)> {
             .to_string()
     };
     Some((dec(user), dec(pass), dec(vhost)))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Age of a queue's head message from the management API's `head_message_timestamp` (our
+/// publishers stamp every message); 0 when the queue is empty or the head has no stamp.
+fn head_age(q: &serde_json::Value, now: i64) -> i64 {
+    if q["messages_ready"].as_i64().unwrap_or(0) == 0 {
+        return 0;
+    }
+    q["head_message_timestamp"]
+        .as_i64()
+        .map_or(0, |t| (now - t).max(0))
 }
 
 /// Polls the management API until shutdown; does nothing when no URL is configured.
@@ -97,6 +119,10 @@ pub async fn poll(amqp: AmqpSettings, gauges: QueueGauges, shutdown: Cancellatio
                         .consumers
                         .with_label_values(&[name])
                         .set(n("consumers"));
+                    gauges
+                        .oldest
+                        .with_label_values(&[name])
+                        .set(head_age(&q, now_secs()));
                 }
             }
             // the error names the URL, never the credentials
@@ -126,5 +152,15 @@ mod tests {
             Some(("u".into(), "p".into(), "test-1".into()))
         );
         assert_eq!(credentials("amqp://h:5672"), None);
+    }
+
+    #[test]
+    fn head_age_is_zero_for_empty_or_unstamped_queues() {
+        let q = serde_json::json!({"messages_ready": 3, "head_message_timestamp": 1000});
+        assert_eq!(head_age(&q, 1600), 600);
+        let empty = serde_json::json!({"messages_ready": 0, "head_message_timestamp": 1000});
+        assert_eq!(head_age(&empty, 1600), 0);
+        let unstamped = serde_json::json!({"messages_ready": 3});
+        assert_eq!(head_age(&unstamped, 1600), 0);
     }
 }
