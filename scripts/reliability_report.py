@@ -43,7 +43,7 @@ for r in rows:
         p("| item | reason in the DLQ |")
         p("|---|---|")
         for c in r["cases"]:
-            reason = c["reason"].replace("|", "\\|")
+            reason = c["reason"].replace("|", "\\|").replace("`", "'")
             if len(reason) > 160:
                 reason = reason[:157] + "..."
             p(f"| {c['item']} | `{reason}` |")
