@@ -114,6 +114,20 @@ async fn start_score_job(iso: &Isolated, job: &str) -> (Vec<Proc>, BTreeSet<Stri
     (procs, ids)
 }
 
+/// Messages left in every dead-letter queue (drained).
+async fn dlq_total(iso: &Isolated) -> usize {
+    let mut n = 0;
+    for q in topology::WORK_QUEUES {
+        n += iso.drain(&topology::dlq(q)).await.len();
+    }
+    n
+}
+
+/// How many of the services are still running.
+fn alive_count(procs: &mut [Proc]) -> usize {
+    procs.iter_mut().map(|p| p.alive()).filter(|&a| a).count()
+}
+
 /// Waits for the job, then checks and records: every tile once, DLQs empty, services alive.
 async fn finish_and_count(
     iso: &Isolated,
@@ -141,11 +155,8 @@ async fn finish_and_count(
     let table = predictions::from_csv(&table).unwrap();
     let ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
     let duplicates = table.len() - ids.len();
-    let mut dlq = 0;
-    for q in topology::WORK_QUEUES {
-        dlq += iso.drain(&topology::dlq(q)).await.len();
-    }
-    let alive = procs.iter_mut().map(|p| p.alive()).filter(|&a| a).count();
+    let dlq = dlq_total(iso).await;
+    let alive = alive_count(procs);
     let logs: String = procs.iter().map(Proc::log_text).collect();
     let recovery = format!(
         "{recovery} (logs: {} requeues after transient failures, {} reconnects)",
@@ -274,12 +285,9 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
         (ids.len() == expected.len()).then_some((rows, ids))
     })
     .await;
-    let mut dlq = 0;
-    for q in topology::WORK_QUEUES {
-        dlq += iso.drain(&topology::dlq(q)).await.len();
-    }
+    let dlq = dlq_total(&iso).await;
     let mut procs = [ingest, survivor];
-    let alive = procs.iter_mut().map(|p| p.alive()).filter(|&a| a).count();
+    let alive = alive_count(&mut procs);
     record_reliability(
         "featurize-kill",
         serde_json::json!({
@@ -422,11 +430,8 @@ async fn load_60k_tiles_small_prefetch_broker_restart() {
     let table = predictions::from_csv(&table).unwrap();
     let ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
     let duplicates = table.len() - ids.len();
-    let mut dlq = 0;
-    for q in topology::WORK_QUEUES {
-        dlq += iso.drain(&topology::dlq(q)).await.len();
-    }
-    let alive = procs.iter_mut().map(|p| p.alive()).filter(|&a| a).count();
+    let dlq = dlq_total(&iso).await;
+    let alive = alive_count(&mut procs);
     let fmt = |v: &[f64]| {
         v.iter()
             .map(|m| format!("{m:.0}"))
