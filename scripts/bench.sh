@@ -36,6 +36,9 @@ A=$(GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=171798691
 echo "[bench] (c) backbone alone"
 C=$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$N_SHORT" "$THREADS")
 
+echo "[bench] (d) decode + preprocess alone"
+D=$(./target/debug/aerial-featurize bench-decode "$N_SHORT" "${IMAGES[@]}")
+
 echo "[bench] (b) service end to end, $N tiles"
 export AERIAL__MODELS__DIR=$MODELS AERIAL__WORKER__THREADS=$THREADS AERIAL__WORKER__BATCH_SIZE=32 AERIAL__TELEMETRY__LOG_FORMAT=json
 mkdir -p "$STATE/imgs/train/x"; for f in "${IMAGES[@]}"; do ln -s "$f" "$STATE/imgs/train/x/"; done
@@ -44,18 +47,30 @@ AERIAL__TELEMETRY__HTTP_ADDR=127.0.0.1:0 ./target/debug/aerial-ingest > "$STATE/
 "$PY" bench/publish_tiles.py "$AERIAL__AMQP__URI" bench "$N" "${IMAGES[@]}"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 AERIAL__TELEMETRY__HTTP_ADDR=127.0.0.1:$PORT ./target/debug/aerial-featurize > "$STATE/featurize.log" 2>&1 & FPID=$!
+# CPU seconds (user + system) a process has used so far
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+RMQ_PID=$(cat "$STATE/rabbitmq/rabbitmq.pid"); WEED_PID=$(cat "$STATE/seaweedfs/weed.pid")
 acked() { { curl -s "http://127.0.0.1:$PORT/metrics" || true; } | awk '/^aerial_messages_acked_total/ {print $2}' | head -1; }
 rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$FPID/status"; }
 T0=; RSS0=; DONE0=0
 while :; do
   a=$(acked); a=${a:-0}
-  if [ -z "$T0" ] && [ "$a" -ge 32 ]; then T0=$(date +%s.%N); DONE0=$a; fi
+  if [ -z "$T0" ] && [ "$a" -ge 32 ]; then
+    T0=$(date +%s.%N); DONE0=$a
+    CPU0="$(cpu_s "$FPID") $(cpu_s "$RMQ_PID") $(cpu_s "$WEED_PID")"
+  fi
   if [ -z "$RSS0" ] && [ "$a" -ge 1000 ]; then RSS0=$(rss); fi
   [ "$a" -ge "$N" ] && break
   kill -0 "$FPID" || { echo "featurize died"; tail "$STATE/featurize.log"; exit 1; }
   sleep 0.2
 done
 T1=$(date +%s.%N); RSS1=$(rss)
+CPU1="$(cpu_s "$FPID") $(cpu_s "$RMQ_PID") $(cpu_s "$WEED_PID")"
+# where the machine's CPU went during (b), per 1,000 tiles
+read -r CPU_F CPU_R CPU_W CPU_WALL <<<"$(python3 -c "
+f0,r0,w0='$CPU0'.split(); f1,r1,w1='$CPU1'.split()
+k=1000/($N - $DONE0)
+print(f'{(float(f1)-float(f0))*k:.1f} {(float(r1)-float(r0))*k:.1f} {(float(w1)-float(w0))*k:.1f} {($T1-$T0)*k*$(nproc):.1f}')")"
 B=$(python3 -c "print(f'{($N - $DONE0) / ($T1 - $T0):.1f}')")
 read -r BA BC FLOPS_SHARE <<<"$(python3 -c "
 a,b,c=$A,$B,$C
@@ -66,14 +81,17 @@ kill "$FPID" "$IPID" 2>/dev/null || true; FPID=; IPID=
 cat > bench/results/featurize.md <<MD
 ## Featurize
 
-Measured $(date -u +%Y-%m-%d). $THREADS inference threads everywhere, batch 32, MobileNetV2 featurizer (TorchScript), rsscn7
-JPEGs 256x256.
+Measured $(date -u +%Y-%m-%d). $THREADS CPU threads everywhere, batch 32, MobileNetV2 featurizer (TorchScript), rsscn7
+JPEGs 256x256. (a) runs the TorchScript file as exported, with \`torch.set_num_threads($THREADS)\`. (b) and (c) run
+the same file frozen (BatchNorm folded into the convolutions) and passed through libtorch's
+\`optimize_for_inference\` (oneDNN), as $THREADS single-threaded inference workers, each on its own batch.
 
 | measure | tiles/s |
 |---|---:|
 | (a) plain Python script: PIL decode + resize + torch TorchScript, batch 32 ($N_SHORT images) | $A |
 | (b) our featurize service end to end: S3 → RabbitMQ → decode → backbone → shard in S3 ($N tiles) | $B |
 | (c) our backbone alone on pre-made tensors ($N_SHORT images) | $C |
+| (d) our decode + resize + normalise alone, one thread ($N_SHORT images) | $D |
 | **b / a** (service / python; target ≥ 1.3) | **$BA** |
 | **b / c** (service / backbone; target ≥ 0.85) | **$BC** |
 
@@ -81,6 +99,9 @@ JPEGs 256x256.
 (MobileNetV2: 0.30 GMAC) against an assumed peak of 192 GFLOP/s (2 cores × 3.0 GHz ×
 32 FP32 FLOP/cycle with AVX-512 FMA on two 256-bit pipes; the clock is not reported by
 this VM).
+
+CPU seconds per 1,000 tiles during (b) (user + system; the machine offers $CPU_WALL core-seconds
+in that time): featurize service $CPU_F, RabbitMQ $CPU_R, SeaweedFS $CPU_W.
 
 Service memory (RSS) over the $N-tile run: ${RSS0} MiB after 1,000 tiles, ${RSS1} MiB at the end.
 

@@ -110,9 +110,11 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// A partial batch is flushed after this long.
     pub batch_wait_ms: u64,
-    /// Batches processed at once (I/O of one overlaps compute of another).
+    /// Batches processed at once (I/O of one overlaps compute of another); keep it above
+    /// `threads` so every inference worker has a batch while the next is fetched.
     pub concurrency: usize,
-    /// Threads for CPU inference (torch intra-op threads).
+    /// CPU threads for inference: that many single-threaded inference workers, each on its
+    /// own batch (with CUDA: torch's CPU threads beside the GPU).
     pub threads: usize,
 }
 
@@ -138,7 +140,7 @@ http_addr = "127.0.0.1:0"
 [worker]
 batch_size = 32
 batch_wait_ms = 200
-concurrency = 2
+concurrency = 3
 threads = 2
 [models]
 dir = "../shared/models"

@@ -62,7 +62,7 @@ fn list(dir: &Path, labels: &[String]) -> anyhow::Result<Vec<(PathBuf, usize)>> 
 
 /// The run's model, ready to give class probabilities of preprocessed images.
 enum Model {
-    Classic(tch::CModule, ClassicModel),
+    Classic(aerial_featurize::frozen::Frozen, ClassicModel),
     Finetuned(Net),
 }
 

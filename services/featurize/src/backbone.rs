@@ -1,10 +1,11 @@
-//! The backbones and the one thread that runs them: torch modules stay on that thread, the
-//! async runtime sends it preprocessed batches and awaits the features.
+//! The backbones and the inference workers that run them: torch modules stay on their worker
+//! thread, the async runtime sends preprocessed batches and awaits the features.
 
+use crate::frozen::{Frozen, FrozenError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use tch::{CModule, Device, Kind, Tensor};
+use std::sync::{mpsc, Arc, Mutex};
+use tch::{Device, Kind, Tensor};
 use tokio::sync::oneshot;
 
 /// Backbones this build knows, with their feature size.
@@ -29,23 +30,23 @@ pub enum InferError {
     /// Loading or running the module failed.
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// Loading or running the frozen featurizer failed.
+    #[error("torch: {0}")]
+    Frozen(#[from] FrozenError),
     /// The inference thread is gone.
     #[error("inference thread stopped")]
     Stopped,
 }
 
-/// Loads a featurizer on `device` (eval mode, as exported).
-pub fn load(models: &Path, name: &str, device: Device) -> Result<CModule, InferError> {
+/// Loads a featurizer on `device`, eval mode, frozen (BatchNorm folded into the convolutions).
+pub fn load(models: &Path, name: &str, device: Device) -> Result<Frozen, InferError> {
     feature_dim(name).ok_or_else(|| InferError::Unknown(name.to_string()))?;
-    Ok(CModule::load_on_device(
-        featurizer_path(models, name),
-        device,
-    )?)
+    Ok(Frozen::load(&featurizer_path(models, name), device)?)
 }
 
 /// Runs `module` on `n` preprocessed images (CHW floats, concatenated); returns `[n, dim]`.
 pub fn run(
-    module: &CModule,
+    module: &Frozen,
     device: Device,
     input: &[f32],
     n: usize,
@@ -53,7 +54,7 @@ pub fn run(
     let x = Tensor::from_slice(input)
         .view([n as i64, 3, 224, 224])
         .to_device(device);
-    let y = tch::no_grad(|| module.forward_ts(&[x]))?;
+    let y = module.forward(&x)?;
     let y = y
         .to_kind(Kind::Float)
         .to_device(Device::Cpu)
@@ -90,61 +91,48 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<f32>, InferError>>,
 }
 
-/// Handle to the inference thread; cheap to clone.
+/// Handle to the inference workers; cheap to clone.
 #[derive(Clone)]
 pub struct Inference {
     tx: mpsc::Sender<Request>,
 }
 
 impl Inference {
-    /// Starts the thread: CUDA when present, else `threads` CPU threads.
-    pub fn spawn(models: PathBuf, threads: usize, on_load: impl Fn(f64) + Send + 'static) -> Self {
+    /// Starts the inference workers. On CPU: `threads` workers of one torch thread each,
+    /// every worker on its own batch, so no thread waits in lock-step for another that
+    /// decoding, I/O or the broker on the same cores preempted (measured in BENCHMARKS.md);
+    /// each worker loads its own copy of a model. With CUDA: one worker.
+    pub fn spawn(
+        models: PathBuf,
+        threads: usize,
+        on_load: impl Fn(f64) + Send + Sync + 'static,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("inference".into())
-            .spawn(move || {
-                let device = Device::cuda_if_available();
-                tch::set_num_threads(threads.max(1) as i32);
-                tracing::info!(?device, threads, "inference thread started");
-                let mut cache: HashMap<String, CModule> = HashMap::new();
-                let mut tuned: HashMap<String, crate::mobilenet::Net> = HashMap::new();
-                for req in rx {
-                    let result = (|| match &req.work {
-                        Work::Features(backbone) => {
-                            if !cache.contains_key(backbone) {
-                                let t = std::time::Instant::now();
-                                let m = load(&models, backbone, device)?;
-                                on_load(t.elapsed().as_secs_f64());
-                                tracing::info!(backbone = %backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
-                                cache.insert(backbone.clone(), m);
-                            }
-                            run(&cache[backbone], device, &req.input, req.n)
-                        }
-                        Work::Finetuned(f) => {
-                            if !tuned.contains_key(&f.run) {
-                                let t = std::time::Instant::now();
-                                let base = models.join("mobilenet_v2/mobilenet_v2.safetensors");
-                                let mut net = crate::mobilenet::Net::new(&base, f.classes, f.depth, device)?;
-                                net.load_trained(&f.weights)?;
-                                on_load(t.elapsed().as_secs_f64());
-                                tracing::info!(run = %f.run, secs = t.elapsed().as_secs_f64(), "fine-tuned model loaded");
-                                tuned.insert(f.run.clone(), net);
-                            }
-                            let x = Tensor::from_slice(&req.input)
-                                .view([req.n as i64, 3, 224, 224])
-                                .to_device(device);
-                            let p = tch::no_grad(|| tuned[&f.run].forward(&x, false))
-                                .softmax(-1, Kind::Float)
-                                .to_device(Device::Cpu)
-                                .contiguous()
-                                .view([-1]);
-                            Ok(Vec::<f32>::try_from(&p)?)
-                        }
-                    })();
-                    let _ = req.reply.send(result);
-                }
-            })
-            .expect("spawning inference thread");
+        let rx = Arc::new(Mutex::new(rx));
+        let on_load: Arc<dyn Fn(f64) + Send + Sync> = Arc::new(on_load);
+        let device = Device::cuda_if_available();
+        let (workers, torch_threads) = if device.is_cuda() {
+            (1, threads.max(1))
+        } else {
+            (threads.max(1), 1)
+        };
+        for i in 0..workers {
+            let (rx, models, on_load) = (rx.clone(), models.clone(), on_load.clone());
+            std::thread::Builder::new()
+                .name(format!("inference-{i}"))
+                .spawn(move || {
+                    // torch's thread count is per calling thread under OpenMP
+                    tch::set_num_threads(torch_threads as i32);
+                    tracing::info!(
+                        ?device,
+                        worker = i,
+                        torch_threads,
+                        "inference worker started"
+                    );
+                    serve(&rx, &models, device, &*on_load);
+                })
+                .expect("spawning an inference worker");
+        }
         Self { tx }
     }
 
@@ -180,6 +168,57 @@ impl Inference {
             })
             .map_err(|_| InferError::Stopped)?;
         rx.await.map_err(|_| InferError::Stopped)?
+    }
+}
+
+/// One worker's loop: takes the next request, loads its model on first use, replies.
+fn serve(
+    rx: &Mutex<mpsc::Receiver<Request>>,
+    models: &Path,
+    device: Device,
+    on_load: &(dyn Fn(f64) + Send + Sync),
+) {
+    let mut cache: HashMap<String, Frozen> = HashMap::new();
+    let mut tuned: HashMap<String, crate::mobilenet::Net> = HashMap::new();
+    loop {
+        // the lock is held only while waiting for the next request
+        let req = match rx.lock().expect("no worker panics holding the lock").recv() {
+            Ok(req) => req,
+            Err(_) => return,
+        };
+        let result = (|| match &req.work {
+            Work::Features(backbone) => {
+                if !cache.contains_key(backbone) {
+                    let t = std::time::Instant::now();
+                    let m = load(models, backbone, device)?;
+                    on_load(t.elapsed().as_secs_f64());
+                    tracing::info!(backbone = %backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
+                    cache.insert(backbone.clone(), m);
+                }
+                run(&cache[backbone], device, &req.input, req.n)
+            }
+            Work::Finetuned(f) => {
+                if !tuned.contains_key(&f.run) {
+                    let t = std::time::Instant::now();
+                    let base = models.join("mobilenet_v2/mobilenet_v2.safetensors");
+                    let mut net = crate::mobilenet::Net::new(&base, f.classes, f.depth, device)?;
+                    net.load_trained(&f.weights)?;
+                    on_load(t.elapsed().as_secs_f64());
+                    tracing::info!(run = %f.run, secs = t.elapsed().as_secs_f64(), "fine-tuned model loaded");
+                    tuned.insert(f.run.clone(), net);
+                }
+                let x = Tensor::from_slice(&req.input)
+                    .view([req.n as i64, 3, 224, 224])
+                    .to_device(device);
+                let p = tch::no_grad(|| tuned[&f.run].forward(&x, false))
+                    .softmax(-1, Kind::Float)
+                    .to_device(Device::Cpu)
+                    .contiguous()
+                    .view([-1]);
+                Ok(Vec::<f32>::try_from(&p)?)
+            }
+        })();
+        let _ = req.reply.send(result);
     }
 }
 

@@ -3,4 +3,5 @@
 //! fine-tuning builds and that fine-tuned runs are evaluated with.
 
 pub mod backbone;
+pub mod frozen;
 pub mod mobilenet;

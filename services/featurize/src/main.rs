@@ -18,10 +18,13 @@ use std::sync::Arc;
 async fn main() -> anyhow::Result<()> {
     malloc::tune_for_inference();
     // `aerial-featurize bench-backbone MODELS_DIR N THREADS`: the backbone alone on
-    // pre-made tensors, the ceiling the service is measured against (make bench)
+    // pre-made tensors, the ceiling the service is measured against; `bench-decode N
+    // IMAGE...`: decode + preprocess alone on one core (make bench)
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("bench-backbone") {
-        return bench_backbone(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("bench-backbone") => return bench_backbone(&args[2..]).await,
+        Some("bench-decode") => return bench_decode(&args[2..]),
+        _ => {}
     }
     let app = service::start("featurize", None).await?;
     if !app.ensure_bucket().await {
@@ -51,27 +54,57 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench_backbone(args: &[String]) -> anyhow::Result<()> {
+async fn bench_backbone(args: &[String]) -> anyhow::Result<()> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let models = std::path::PathBuf::from(
         args.first()
             .map(String::as_str)
             .unwrap_or("../shared/models"),
     );
     let n: usize = args.get(1).map_or(Ok(640), |s| s.parse())?;
-    let threads: i32 = args.get(2).map_or(Ok(2), |s| s.parse())?;
-    tch::set_num_threads(threads);
-    let device = tch::Device::cuda_if_available();
-    let m = backbone::load(&models, "mobilenet_v2", device)?;
+    let threads: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    // the service's own inference workers, kept as busy as the service keeps them
+    let inference = backbone::Inference::spawn(models, threads, |_| {});
     let input: Vec<f32> = (0..32 * 3 * 224 * 224)
         .map(|i| ((i % 255) as f32 / 255.0 - 0.45) / 0.225)
         .collect();
-    backbone::run(&m, device, &input, 32)?; // warm-up
-    let t = std::time::Instant::now();
-    let mut done = 0;
-    while done < n {
-        backbone::run(&m, device, &input, 32)?;
-        done += 32;
+    let batch = || inference.features("mobilenet_v2", input.clone(), 32);
+    {
+        // warm-up: two batches per worker (the JIT profiles its first runs)
+        let warm: FuturesUnordered<_> = (0..2 * threads).map(|_| batch()).collect();
+        for r in warm.collect::<Vec<_>>().await {
+            r?;
+        }
+        let t = std::time::Instant::now();
+        let mut in_flight: FuturesUnordered<_> = (0..threads).map(|_| batch()).collect();
+        let (mut sent, mut done) = (threads * 32, 0);
+        while let Some(r) = in_flight.next().await {
+            r?;
+            done += 32;
+            if sent < n {
+                in_flight.push(batch());
+                sent += 32;
+            }
+        }
+        println!("{:.1}", done as f64 / t.elapsed().as_secs_f64());
+        Ok(())
     }
-    println!("{:.1}", done as f64 / t.elapsed().as_secs_f64());
+}
+
+/// Decode + preprocess of `n` images (cycling through the files) on this one thread: the
+/// per-tile CPU the service spends besides inference.
+fn bench_decode(args: &[String]) -> anyhow::Result<()> {
+    let n: usize = args.first().map_or(Ok(640), |s| s.parse())?;
+    let files = args[1..]
+        .iter()
+        .map(std::fs::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(!files.is_empty(), "bench-decode N IMAGE...");
+    let t = std::time::Instant::now();
+    for i in 0..n {
+        let x = aerial_shared::imaging::load_tensor(&files[i % files.len()])?;
+        std::hint::black_box(x);
+    }
+    println!("{:.1}", n as f64 / t.elapsed().as_secs_f64());
     Ok(())
 }
