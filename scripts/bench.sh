@@ -121,7 +121,7 @@ cat <<MD
 
 Written by \`make bench\` (last run $(date -u +%Y-%m-%d); each section says what it measured).
 Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU. Dev profile
-(our code -O1, dependencies -O2; the compute is libtorch and the image decoders).
+(our code -O1 but the shared preprocessing -O3, dependencies -O2; the compute is libtorch and the image decoders).
 CUDA path: not measured; no session so far had a GPU machine.
 
 MD
