@@ -33,8 +33,8 @@ pub enum InferError {
     /// Loading or running the frozen featurizer failed.
     #[error("torch: {0}")]
     Frozen(#[from] FrozenError),
-    /// The inference thread is gone.
-    #[error("inference thread stopped")]
+    /// The inference workers are gone.
+    #[error("inference workers stopped")]
     Stopped,
 }
 

@@ -1,5 +1,5 @@
 //! aerial-featurize: consumes `featurize.tiles` ([`Tile`]) in batches, runs an
-//! ImageNet-pretrained backbone on each batch on a dedicated inference thread (CUDA when
+//! ImageNet-pretrained backbone on each batch on dedicated inference workers (CUDA when
 //! present), writes one feature shard per batch to
 //! `features/<dataset>/<backbone>/shards/` plus a per-tile marker, publishes a `featurized`
 //! event, and acks only after the shard is durable. Tiles that already have features are

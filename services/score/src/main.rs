@@ -2,7 +2,7 @@
 //!
 //! - `score.jobs` ([`ScoreJob`]): check the run and the dataset, record the job's spec and
 //!   expected tile count, and fan its tiles out to `score.tiles`.
-//! - `score.tiles` ([`ScoreTile`]): in batches, featurize (backbone on the inference thread)
+//! - `score.tiles` ([`ScoreTile`]): in batches, featurize (backbone on the inference workers)
 //!   and classify with the run's model, write the batch's predictions to
 //!   `jobs/<job>/predictions/<hash of tile ids>.json` (a redelivered batch overwrites), then
 //!   publish a [`ScoreProgress`] and ack. Undecodable tiles are recorded under

@@ -18,7 +18,7 @@ pub enum Scoring {
     Classic(Arc<ClassicModel>),
     /// The fine-tuned network end to end; the weights file lives in `_dir`.
     Finetuned {
-        /// What the inference thread loads.
+        /// What the inference workers load.
         model: FinetunedModel,
         /// Keeps the downloaded weights on disk while the run is cached.
         _dir: tempfile::TempDir,

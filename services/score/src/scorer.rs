@@ -1,5 +1,5 @@
 //! One batch of `score.tiles`: fetch and preprocess in parallel off the runtime, featurize on
-//! the inference thread, classify, write the batch's predictions, tell the coordinator, and
+//! the inference workers, classify, write the batch's predictions, tell the coordinator, and
 //! only then let the runtime ack.
 
 use crate::models::{Models, RunModel, Scoring};
