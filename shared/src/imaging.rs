@@ -1,7 +1,8 @@
 //! Image decoding with a decompression-bomb guard, and the one preprocessing function used
 //! by featurize, train and score: RGB → 224×224 bilinear → [0,1] → ImageNet mean/std → CHW f32.
 
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 
@@ -119,7 +120,7 @@ pub fn preprocess(img: &RgbImage) -> Vec<f32> {
 pub fn resize_to_input(img: &RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let mut dst = Image::new(INPUT_SIZE, INPUT_SIZE, PixelType::U8x3);
-    let src = fast_image_resize::images::ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
         .expect("an RgbImage's buffer holds w*h RGB pixels");
     Resizer::new()
         .resize(

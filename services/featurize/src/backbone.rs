@@ -51,15 +51,20 @@ pub fn run(
     input: &[f32],
     n: usize,
 ) -> Result<Vec<f32>, InferError> {
-    let x = Tensor::from_slice(input)
+    let y = module.forward(&input_tensor(input, n, device))?;
+    output_vec(&y.to_kind(Kind::Float))
+}
+
+/// `n` preprocessed images (CHW floats, concatenated) as an `[n, 3, 224, 224]` tensor on `device`.
+fn input_tensor(input: &[f32], n: usize, device: Device) -> Tensor {
+    Tensor::from_slice(input)
         .view([n as i64, 3, 224, 224])
-        .to_device(device);
-    let y = module.forward(&x)?;
-    let y = y
-        .to_kind(Kind::Float)
-        .to_device(Device::Cpu)
-        .contiguous()
-        .view([-1]);
+        .to_device(device)
+}
+
+/// A float output tensor, row-major, back on the CPU.
+fn output_vec(y: &Tensor) -> Result<Vec<f32>, InferError> {
+    let y = y.to_device(Device::Cpu).contiguous().view([-1]);
     Ok(Vec::<f32>::try_from(&y)?)
 }
 
@@ -207,15 +212,10 @@ fn serve(
                     tracing::info!(run = %f.run, secs = t.elapsed().as_secs_f64(), "fine-tuned model loaded");
                     tuned.insert(f.run.clone(), net);
                 }
-                let x = Tensor::from_slice(&req.input)
-                    .view([req.n as i64, 3, 224, 224])
-                    .to_device(device);
-                let p = tch::no_grad(|| tuned[&f.run].forward(&x, false))
-                    .softmax(-1, Kind::Float)
-                    .to_device(Device::Cpu)
-                    .contiguous()
-                    .view([-1]);
-                Ok(Vec::<f32>::try_from(&p)?)
+                let x = input_tensor(&req.input, req.n, device);
+                output_vec(
+                    &tch::no_grad(|| tuned[&f.run].forward(&x, false)).softmax(-1, Kind::Float),
+                )
             }
         })();
         let _ = req.reply.send(result);

@@ -69,26 +69,24 @@ async fn bench_backbone(args: &[String]) -> anyhow::Result<()> {
         .map(|i| ((i % 255) as f32 / 255.0 - 0.45) / 0.225)
         .collect();
     let batch = || inference.features("mobilenet_v2", input.clone(), 32);
-    {
-        // warm-up: two batches per worker (the JIT profiles its first runs)
-        let warm: FuturesUnordered<_> = (0..2 * threads).map(|_| batch()).collect();
-        for r in warm.collect::<Vec<_>>().await {
-            r?;
-        }
-        let t = std::time::Instant::now();
-        let mut in_flight: FuturesUnordered<_> = (0..threads).map(|_| batch()).collect();
-        let (mut sent, mut done) = (threads * 32, 0);
-        while let Some(r) = in_flight.next().await {
-            r?;
-            done += 32;
-            if sent < n {
-                in_flight.push(batch());
-                sent += 32;
-            }
-        }
-        println!("{:.1}", done as f64 / t.elapsed().as_secs_f64());
-        Ok(())
+    // warm-up: two batches per worker (the JIT profiles its first runs)
+    let warm: FuturesUnordered<_> = (0..2 * threads).map(|_| batch()).collect();
+    for r in warm.collect::<Vec<_>>().await {
+        r?;
     }
+    let t = std::time::Instant::now();
+    let mut in_flight: FuturesUnordered<_> = (0..threads).map(|_| batch()).collect();
+    let (mut sent, mut done) = (threads * 32, 0);
+    while let Some(r) = in_flight.next().await {
+        r?;
+        done += 32;
+        if sent < n {
+            in_flight.push(batch());
+            sent += 32;
+        }
+    }
+    println!("{:.1}", done as f64 / t.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Decode + preprocess of `n` images (cycling through the files) on this one thread: the
