@@ -121,17 +121,17 @@ pub fn features_prefix(dataset: &str, backbone: &str) -> String {
     format!("features/{dataset}/{backbone}/")
 }
 
+/// Prefix of a dataset's feature shards for a backbone (the only record of its features).
+pub fn feature_shards_prefix(dataset: &str, backbone: &str) -> String {
+    format!("{}shards/", features_prefix(dataset, backbone))
+}
+
 /// One feature shard, named by a hash of its sorted tile ids so a redelivered batch overwrites.
 pub fn feature_shard(dataset: &str, backbone: &str, batch_hash: &str) -> String {
     format!(
-        "{}shards/{batch_hash}.safetensors",
-        features_prefix(dataset, backbone)
+        "{}{batch_hash}.safetensors",
+        feature_shards_prefix(dataset, backbone)
     )
-}
-
-/// Marker recording that a tile has features (the index that makes re-featurizing a no-op).
-pub fn feature_marker(dataset: &str, backbone: &str, tile_id: &str) -> String {
-    format!("{}index/{tile_id}", features_prefix(dataset, backbone))
 }
 
 /// Everything of one training run (the name encoded with [`encode_name`]).

@@ -5,6 +5,7 @@ pub mod change;
 pub mod classifier;
 pub mod config;
 pub mod evaluation;
+pub mod feature_index;
 pub mod imaging;
 pub mod keys;
 pub mod malloc;

@@ -78,6 +78,52 @@ pub fn decode(bytes: &[u8]) -> Result<Shard, ShardError> {
     })
 }
 
+/// Bytes to read from the start of a shard to find its tile ids in one request, usually.
+pub const HEADER_PROBE_BYTES: usize = 16 * 1024;
+
+/// Largest header accepted (the safetensors limit).
+const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// What the first bytes of a shard say about its tile ids.
+#[derive(Debug, PartialEq)]
+pub enum HeaderIds {
+    /// The ids, read from the header's metadata.
+    Ids(Vec<String>),
+    /// The header is longer: this many bytes from the start of the file are needed.
+    NeedBytes(usize),
+}
+
+/// Reads a shard's tile ids from its header alone, so indexing needs no feature bytes.
+pub fn header_tile_ids(start: &[u8]) -> Result<HeaderIds, ShardError> {
+    let Some(len) = start.get(..8) else {
+        return Err(ShardError::Layout(
+            "shorter than a safetensors header".into(),
+        ));
+    };
+    let n = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    if n > MAX_HEADER_BYTES {
+        return Err(ShardError::Layout(format!("header of {n} bytes")));
+    }
+    let Some(header) = start.get(8..8 + n) else {
+        return Ok(HeaderIds::NeedBytes(8 + n));
+    };
+    #[derive(serde::Deserialize)]
+    struct Header {
+        #[serde(rename = "__metadata__")]
+        metadata: Option<HashMap<String, String>>,
+    }
+    let h: Header =
+        serde_json::from_slice(header).map_err(|e| ShardError::Layout(format!("header: {e}")))?;
+    let ids = h
+        .metadata
+        .as_ref()
+        .and_then(|m| m.get("tile_ids"))
+        .ok_or_else(|| ShardError::Layout("no tile_ids metadata".into()))?;
+    serde_json::from_str(ids)
+        .map(HeaderIds::Ids)
+        .map_err(|e| ShardError::Layout(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +139,34 @@ mod tests {
         assert!(decode(b"garbage").is_err());
         let bad = Shard { dim: 4, ..s };
         assert!(encode(&bad).is_err());
+    }
+
+    #[test]
+    fn tile_ids_from_the_header_alone() {
+        let s = Shard {
+            tile_ids: (0..40).map(|i| format!("tile-{i:03}")).collect(),
+            dim: 2,
+            features: vec![0.5; 80],
+        };
+        let bytes = encode(&s).unwrap();
+        assert_eq!(
+            header_tile_ids(&bytes).unwrap(),
+            HeaderIds::Ids(s.tile_ids.clone())
+        );
+        // a prefix that stops inside the header asks for exactly the header
+        let need = match header_tile_ids(&bytes[..20]).unwrap() {
+            HeaderIds::NeedBytes(n) => n,
+            other => panic!("expected NeedBytes, got {other:?}"),
+        };
+        assert!(need < bytes.len() - 80 * 4 + 1);
+        assert_eq!(
+            header_tile_ids(&bytes[..need]).unwrap(),
+            HeaderIds::Ids(s.tile_ids)
+        );
+        assert!(header_tile_ids(b"1234").is_err());
+        assert!(header_tile_ids(&u64::MAX.to_le_bytes()).is_err());
+        let mut no_meta = 2u64.to_le_bytes().to_vec();
+        no_meta.extend_from_slice(b"{}");
+        assert!(header_tile_ids(&no_meta).is_err());
     }
 }

@@ -287,6 +287,37 @@ impl Store {
         Ok(data.into_bytes())
     }
 
+    /// Reads bytes `start..start + len` of an object (fewer if the object ends sooner).
+    pub async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes, StoreError> {
+        keys::validate(key)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={start}-{}", start + len - 1))
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(request_error("get", key, e)),
+        };
+        let data = out.body.collect().await.map_err(|e| StoreError::Request {
+            op: "get",
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+
     /// Reads and parses a JSON object.
     pub async fn get_json<T: serde::de::DeserializeOwned>(
         &self,

@@ -41,6 +41,8 @@ pub struct BatchCtx {
     pub service: &'static str,
     /// Whether each message of the batch was delivered before.
     pub redelivered: Vec<bool>,
+    /// When each message was published (Unix seconds, from its AMQP timestamp), if stamped.
+    pub published: Vec<Option<u64>>,
     /// Counts broker sessions of this consumer: a handler that caches what it consumed
     /// drops the cache when this changes (another consumer may have taken over meanwhile).
     pub session: u64,
@@ -306,6 +308,7 @@ async fn process<H: BatchHandler>(
             publisher: publisher.clone(),
             service: cfg.service,
             redelivered: good.iter().map(|d| d.redelivered).collect(),
+            published: good.iter().map(|d| *d.properties.timestamp()).collect(),
             session: generation,
         };
         let n = good.len();

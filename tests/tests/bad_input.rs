@@ -5,7 +5,7 @@
 //! keeps running and featurizes the good tile sent after them. Counts go to
 //! `target/reliability/bad-input.json` for RELIABILITY.md.
 
-use aerial_shared::{keys, manifest, messages, topology};
+use aerial_shared::{feature_index::FeatureIndex, manifest, messages, topology};
 use aerial_tests::{eventually, header_str, record_reliability, rsscn7_sample, servers};
 use std::io::Cursor;
 use std::path::Path;
@@ -167,11 +167,15 @@ async fn every_bad_input_is_dead_lettered_with_its_reason_and_the_service_keeps_
         || async { (iso.ready(&dlq).await as usize == cases.len()).then_some(()) },
     )
     .await;
-    let marker = keys::feature_marker("d", "mobilenet_v2", "after-the-bad-ones");
     eventually(
         Duration::from_secs(120),
         "the good tile featurized",
-        || async { iso.store.get(&marker).await.ok().map(|_| ()) },
+        || async {
+            let index = FeatureIndex::load(&iso.store, "d", "mobilenet_v2")
+                .await
+                .ok()?;
+            index.contains("after-the-bad-ones").then_some(())
+        },
     )
     .await;
     let dead = iso.drain(&dlq).await;

@@ -262,7 +262,7 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
         "--no-wait",
     ]);
     assert!(ok, "{out}");
-    let prefix = keys::features_prefix("d", "mobilenet_v2") + "shards/";
+    let prefix = keys::feature_shards_prefix("d", "mobilenet_v2");
     eventually(Duration::from_secs(180), "first feature shard", || async {
         (!iso.store.list(&prefix).await.ok()?.is_empty()).then_some(())
     })
@@ -293,7 +293,7 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
         serde_json::json!({
             "kind": "fault",
             "fault": "featurize killed with SIGKILL after its first shard, a new replica started",
-            "what_happened": "the killed replica's unacked batches were redelivered to the new one; tiles whose shard was already durable were skipped by their markers",
+            "what_happened": "the killed replica's unacked batches were redelivered to the new one; tiles whose shard was already durable were found in the shards and skipped",
             "input": expected.len(),
             "output": ids.len(),
             "duplicates": rows - ids.len(),

@@ -2,7 +2,7 @@
 //! MobileNetV2 vector in a shard, re-featurizing writes nothing new, and an undecodable or
 //! missing tile goes to the DLQ with its reason while the rest proceeds.
 
-use aerial_shared::{keys, messages::Tile, shards, topology, Broker};
+use aerial_shared::{feature_index::FeatureIndex, keys, messages::Tile, shards, topology, Broker};
 use aerial_tests::{eventually, header_str, rsscn7_sample, servers, RSSCN7_CLASSES};
 use std::path::Path;
 use std::time::Duration;
@@ -36,12 +36,14 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
     assert!(ok, "{out}");
     assert!(out.contains("21 published"), "{out}");
 
-    let index = keys::features_prefix("small", "mobilenet_v2") + "index/";
     eventually(Duration::from_secs(120), "21 tiles featurized", || async {
-        (iso.store.list(&index).await.unwrap().len() == 21).then_some(())
+        let index = FeatureIndex::load(&iso.store, "small", "mobilenet_v2")
+            .await
+            .unwrap();
+        (index.len() == 21).then_some(())
     })
     .await;
-    let shard_prefix = keys::features_prefix("small", "mobilenet_v2") + "shards/";
+    let shard_prefix = keys::feature_shards_prefix("small", "mobilenet_v2");
     let shard_keys: Vec<String> = iso
         .store
         .list(&shard_prefix)

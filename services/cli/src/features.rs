@@ -5,7 +5,7 @@ use aerial_shared::{keys, shards, Settings, Store};
 /// Prints rows, columns and shard count of a dataset's features.
 pub async fn run(settings: &Settings, dataset: &str, backbone: &str) -> anyhow::Result<()> {
     let store = Store::connect(&settings.s3).await;
-    let prefix = keys::features_prefix(dataset, backbone) + "shards/";
+    let prefix = keys::feature_shards_prefix(dataset, backbone);
     let mut ids = std::collections::HashSet::new();
     let mut dims = std::collections::BTreeSet::new();
     let list = store.list(&prefix).await?;

@@ -1,9 +1,10 @@
 //! One featurize batch: skip tiles that already have features, fetch and preprocess the rest
 //! in parallel off the runtime, run the backbone, write one shard per (dataset, backbone),
-//! mark each tile, publish a `featurized` event, and only then let the runtime ack.
+//! publish a `featurized` event, and only then let the runtime ack.
 
 use aerial_featurize::backbone::{feature_dim, Inference};
 use aerial_shared::{
+    feature_index::FeatureIndex,
     imaging::{self, FetchError},
     keys,
     messages::{EventKind, Tile},
@@ -13,15 +14,39 @@ use aerial_shared::{
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Downloads and decodes in flight at once per batch.
 const PARALLEL_FETCH: usize = 16;
+
+/// Publish stamps are whole seconds from another machine's clock: an index listed less than
+/// this after a tile's publish time may predate features written just before it.
+const CLOCK_MARGIN: Duration = Duration::from_secs(5);
+
+/// The featurized tiles of one (dataset, backbone), shared by the batches in flight.
+type SharedIndex = Arc<tokio::sync::Mutex<FeatureIndex>>;
 
 /// The featurize handler.
 pub struct Featurizer {
     store: Store,
     inference: Inference,
     telemetry: Telemetry,
+    indexes: Mutex<HashMap<(String, String), SharedIndex>>,
+}
+
+/// Whether an index listed at `refreshed` may miss features of a tile that is not in it: it
+/// may if the tile's message was published (or redelivered) after, or too near, that listing.
+/// Anything durable before the message was published is then found by a refresh; a copy of
+/// the tile featurized concurrently elsewhere is not (readers keep one row per tile id).
+fn stale_for(refreshed: Option<SystemTime>, published: Option<u64>, redelivered: bool) -> bool {
+    match (refreshed, published) {
+        (Some(r), Some(p)) if !redelivered => {
+            r < UNIX_EPOCH + Duration::from_secs(p) + CLOCK_MARGIN
+        }
+        _ => true,
+    }
 }
 
 impl Featurizer {
@@ -31,7 +56,66 @@ impl Featurizer {
             store,
             inference,
             telemetry,
+            indexes: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn index(&self, dataset: &str, backbone: &str) -> SharedIndex {
+        let mut all = self.indexes.lock().expect("index map lock");
+        all.entry((dataset.to_string(), backbone.to_string()))
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(FeatureIndex::new(
+                    dataset, backbone,
+                )))
+            })
+            .clone()
+    }
+
+    /// Splits `tiles` into those already featurized (acked) and those to do, refreshing the
+    /// index from the store first when it may be out of date for them.
+    async fn skip_done(
+        &self,
+        ctx: &BatchCtx,
+        index: &SharedIndex,
+        tiles: Vec<(usize, Tile)>,
+        out: &mut Vec<(usize, Outcome)>,
+    ) -> Vec<(usize, Tile)> {
+        let mut idx = index.lock().await;
+        let refreshed = idx.refreshed_at();
+        let stale = tiles.iter().any(|(i, t)| {
+            !idx.contains(&t.tile_id)
+                && stale_for(
+                    refreshed,
+                    ctx.published.get(*i).copied().flatten(),
+                    ctx.redelivered.get(*i).copied().unwrap_or(true),
+                )
+        });
+        if stale {
+            match idx.refresh(&self.store).await {
+                Ok(r) => {
+                    for (key, reason) in r.unreadable {
+                        tracing::warn!(%key, %reason, "feature shard unreadable; its tiles will be featurized again");
+                    }
+                }
+                Err(e) => {
+                    out.extend(
+                        tiles
+                            .into_iter()
+                            .map(|(i, _)| (i, Outcome::Retry(e.to_string()))),
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        let mut todo = Vec::with_capacity(tiles.len());
+        for (i, t) in tiles {
+            if idx.contains(&t.tile_id) {
+                out.push((i, Outcome::Ack));
+            } else {
+                todo.push((i, t));
+            }
+        }
+        todo
     }
 
     async fn fetch(&self, tile: &Tile) -> Result<Vec<f32>, Outcome> {
@@ -59,25 +143,8 @@ impl Featurizer {
                 .collect();
         }
         // already featurized for this backbone: nothing to do
-        let checks = futures::stream::iter(tiles.into_iter().map(|(i, t)| {
-            let marker = keys::feature_marker(dataset, backbone, &t.tile_id);
-            let store = self.store.clone();
-            async move {
-                let exists = store.exists(&marker).await;
-                (i, t, exists)
-            }
-        }))
-        .buffered(PARALLEL_FETCH)
-        .collect::<Vec<_>>()
-        .await;
-        let mut todo = Vec::new();
-        for (i, t, exists) in checks {
-            match exists {
-                Ok(true) => out.push((i, Outcome::Ack)),
-                Ok(false) => todo.push((i, t)),
-                Err(e) => out.push((i, Outcome::Retry(e.to_string()))),
-            }
-        }
+        let index = self.index(dataset, backbone);
+        let todo = self.skip_done(ctx, &index, tiles, &mut out).await;
         let fetched = futures::stream::iter(todo.into_iter().map(|(i, t)| async move {
             let r = self.fetch(&t).await;
             (i, t, r)
@@ -125,35 +192,12 @@ impl Featurizer {
         };
         let written = async {
             let bytes = shards::encode(&shard).map_err(|e| e.to_string())?;
-            self.store
-                .put(&key, bytes)
-                .await
-                .map_err(|e| e.to_string())?;
-            let markers: Vec<(String, Vec<u8>)> = ok
-                .iter()
-                .map(|(_, t)| {
-                    (
-                        keys::feature_marker(dataset, backbone, &t.tile_id),
-                        key.clone().into_bytes(),
-                    )
-                })
-                .collect();
-            let marks = futures::stream::iter(markers.into_iter().map(|(marker, body)| {
-                let store = self.store.clone();
-                async move { store.put(&marker, body).await }
-            }))
-            .buffer_unordered(PARALLEL_FETCH)
-            .collect::<Vec<_>>()
-            .await;
-            marks
-                .into_iter()
-                .collect::<Result<Vec<()>, _>>()
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(())
+            self.store.put(&key, bytes).await.map_err(|e| e.to_string())
         }
         .await;
         match written {
             Ok(()) => {
+                index.lock().await.insert(&key, shard.tile_ids);
                 self.telemetry
                     .tiles
                     .with_label_values(&[dataset])
@@ -188,5 +232,24 @@ impl BatchHandler for Featurizer {
             self.group(ctx, &dataset, &backbone, tiles).await
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_stale_for_messages_published_near_or_after_its_listing() {
+        let listed = UNIX_EPOCH + Duration::from_secs(1_000);
+        // published well before the listing: features durable before it are in the index
+        assert!(!stale_for(Some(listed), Some(900), false));
+        // published within the clock margin of the listing, or after it
+        assert!(stale_for(Some(listed), Some(996), false));
+        assert!(stale_for(Some(listed), Some(1_200), false));
+        // redelivered (its first delivery may have written a shard), unstamped, never listed
+        assert!(stale_for(Some(listed), Some(900), true));
+        assert!(stale_for(Some(listed), None, false));
+        assert!(stale_for(None, Some(900), false));
     }
 }

@@ -1,8 +1,8 @@
 //! aerial-featurize: consumes `featurize.tiles` ([`Tile`]) in batches, runs an
 //! ImageNet-pretrained backbone on each batch on dedicated inference workers (CUDA when
 //! present), writes one feature shard per batch to
-//! `features/<dataset>/<backbone>/shards/` plus a per-tile marker, publishes a `featurized`
-//! event, and acks only after the shard is durable. Tiles that already have features are
+//! `features/<dataset>/<backbone>/shards/`, publishes a `featurized` event, and acks only
+//! after the shard is durable. Tiles that already have features (in the shards' headers) are
 //! skipped; undecodable tiles go to the DLQ with their reason.
 //!
 //! [`Tile`]: aerial_shared::messages::Tile

@@ -2,7 +2,7 @@
 //! with features. Counted from S3 every 30 s, so the figures are right however long the
 //! metrics service has been running (event counters only see what happened since its start).
 
-use aerial_shared::{manifest, Store};
+use aerial_shared::{feature_index::FeatureIndex, manifest, Store};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -44,7 +44,11 @@ impl Inventory {
         Self { tiles, featurized }
     }
 
-    async fn count(&self, store: &Store) -> Result<(), aerial_shared::store::StoreError> {
+    async fn count(
+        &self,
+        store: &Store,
+        indexes: &mut BTreeMap<(String, String), FeatureIndex>,
+    ) -> Result<(), aerial_shared::store::StoreError> {
         let datasets: BTreeSet<String> = store
             .list("datasets/")
             .await?
@@ -55,24 +59,42 @@ impl Inventory {
             let n = manifest::load(store, ds).await?.len();
             self.tiles.with_label_values(&[ds]).set(n as i64);
         }
-        // features/<dataset>/<backbone>/index/<tile id>
-        let mut per: BTreeMap<(String, String), i64> = BTreeMap::new();
+        // features/<dataset>/<backbone>/shards/<hash>.safetensors; each index reads only the
+        // headers of shards it has not seen in an earlier count
+        let mut listed: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         for o in store.list("features/").await? {
             let parts: Vec<&str> = o.key.splitn(5, '/').collect();
-            if parts.len() == 5 && parts[3] == "index" {
-                *per.entry((parts[1].into(), parts[2].into())).or_default() += 1;
+            if parts.len() == 5 && parts[3] == "shards" {
+                listed
+                    .entry((parts[1].into(), parts[2].into()))
+                    .or_default()
+                    .push(o.key);
             }
         }
-        for ((ds, bb), n) in per {
-            self.featurized.with_label_values(&[&ds, &bb]).set(n);
+        for ((ds, bb), keys) in listed {
+            let index = indexes
+                .entry((ds.clone(), bb.clone()))
+                .or_insert_with(|| FeatureIndex::new(&ds, &bb));
+            if keys.len() < index.shards() {
+                // shards were deleted: count afresh
+                *index = FeatureIndex::new(&ds, &bb);
+            }
+            let r = index.absorb(store, keys).await?;
+            for (key, reason) in r.unreadable {
+                tracing::warn!(%key, %reason, "feature shard unreadable; not counted");
+            }
+            self.featurized
+                .with_label_values(&[&ds, &bb])
+                .set(index.len() as i64);
         }
         Ok(())
     }
 
     /// Counts until shutdown.
     pub async fn poll(self, store: Store, shutdown: CancellationToken) {
+        let mut indexes = BTreeMap::new();
         loop {
-            if let Err(e) = self.count(&store).await {
+            if let Err(e) = self.count(&store, &mut indexes).await {
                 tracing::warn!(error = %e, "counting the store failed");
             }
             tokio::select! {

@@ -66,7 +66,7 @@ pub async fn load_features(
     dataset: &str,
     backbone: &str,
 ) -> Result<(HashMap<String, Vec<f32>>, usize), DataError> {
-    let prefix = keys::features_prefix(dataset, backbone) + "shards/";
+    let prefix = keys::feature_shards_prefix(dataset, backbone);
     let mut out = HashMap::new();
     let mut dim = 0;
     for obj in store.list(&prefix).await? {

@@ -5,7 +5,9 @@ use crate::data::{self, DataError};
 use crate::{finetune::Finetuner, record};
 use aerial_shared::{
     classifier::{argmax_rows, ClassicModel},
-    evaluation, keys,
+    evaluation,
+    feature_index::FeatureIndex,
+    keys,
     messages::{EventKind, Method, TrainJob},
     runs::{self, EpochRecord, RunDescriptor},
     store::StoreError,
@@ -34,13 +36,18 @@ impl Trainer {
         }
     }
 
-    /// Labelled tiles of the dataset, and how many of them have features.
-    async fn featurized(&self, job: &TrainJob) -> Result<(usize, usize), StoreError> {
+    /// Labelled tiles of the dataset, and how many of them have features (`index` is
+    /// refreshed, so a wait re-reads only the shards written since).
+    async fn featurized(
+        &self,
+        job: &TrainJob,
+        index: &mut FeatureIndex,
+    ) -> Result<(usize, usize), StoreError> {
         let rows = aerial_shared::manifest::load(&self.store, &job.dataset).await?;
-        let labelled = rows.iter().filter(|r| !r.label.is_empty()).count();
-        let index = keys::features_prefix(&job.dataset, &job.backbone) + "index/";
-        let have = self.store.list(&index).await?.len();
-        Ok((labelled, have))
+        index.refresh(&self.store).await?;
+        let labelled: Vec<_> = rows.iter().filter(|r| !r.label.is_empty()).collect();
+        let have = labelled.iter().filter(|r| index.contains(&r.id)).count();
+        Ok((labelled.len(), have))
     }
 
     async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
@@ -91,8 +98,9 @@ impl Trainer {
             )
             .await;
         // featurize may still be running on this dataset: wait for it, within the consumer timeout
+        let mut index = FeatureIndex::new(&job.dataset, &job.backbone);
         loop {
-            match self.featurized(&job).await {
+            match self.featurized(&job, &mut index).await {
                 Ok((0, _)) => {
                     return Outcome::Dead(format!("dataset {} has no labelled tiles", job.dataset))
                 }
