@@ -7,6 +7,7 @@ usage: publish_tiles.py AMQP_URI DATASET N IMAGE...
 import hashlib
 import json
 import sys
+import time
 
 import pika
 
@@ -18,7 +19,10 @@ for p in sys.argv[4:]:
 conn = pika.BlockingConnection(pika.URLParameters(uri))
 ch = conn.channel()
 ch.confirm_delivery()
-props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+# stamped like every message our own publishers send (featurize uses the stamp to decide
+# whether its index of featurized tiles may be out of date)
+props = pika.BasicProperties(delivery_mode=2, content_type="application/json",
+                             timestamp=int(time.time()))
 for i in range(n):
     key, sha = tiles[i % len(tiles)]
     msg = {"schema_version": 1, "dataset": dataset, "tile_id": f"bench-{i:06d}", "key": key,

@@ -80,6 +80,20 @@ def wait_ready(p):
     raise SystemExit(f"{p.args[0]} never became ready")
 
 
+def cpu_s(pid):
+    """CPU seconds (user + system) a process has used so far."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+server_pids = {name: int(open(os.path.join(state, path)).read().strip())
+               for name, path in (("RabbitMQ", "rabbitmq/rabbitmq.pid"),
+                                  ("SeaweedFS", "seaweedfs/weed.pid"))}
+
+
 def score(job, dataset):
     cli("score", "--run", "bench-lr", "--dataset", dataset, "--name", job)
     return json.loads(cli("results", job, "--json"))
@@ -111,14 +125,22 @@ try:
         stop(p)
 
     rates = {}
+    cpu = {}  # replicas -> ({process: CPU s per 1,000 tiles}, core-s offered per 1,000)
     for n in (1, 2):
         log(f"region with {n} replica(s)")
         reps = [spawn("aerial-score", **score_env) for _ in range(n)]
         for p in reps:
             wait_ready(p)
+        pids = {**{f"replica {i + 1}": p.pid for i, p in enumerate(reps)}, **server_pids}
+        before = {k: cpu_s(v) for k, v in pids.items()}
+        t0 = time.time()
         s = score(f"region-r{n}", "region")
+        wall = time.time() - t0
         assert s["predicted"] == s["total"], s
         rates[n] = (s["total"], s["duration_s"], s["total"] / s["duration_s"])
+        k = 1000 / s["total"]
+        cpu[n] = ({name: (cpu_s(pid) - before[name]) * k for name, pid in pids.items()},
+                  wall * k * os.cpu_count())
         for p in reps:
             stop(p)
 
@@ -172,6 +194,14 @@ model load, scoring, GeoTIFF/PNG/GeoJSON/CSV assembly).
 | 2 | {rates[2][0]} | {rates[2][1]:.1f} | {r2:.1f} |
 
 **Speed-up 2 vs 1 replica: {r2 / r1:.2f}×** (target ≥ 1.6).
+
+CPU seconds (user + system) per 1,000 tiles during each region run, from the CLI's
+publish to its results (the machine offers the last column in that time):
+
+| replicas | {" | ".join(cpu[2][0])} | offered |
+|---:|{"---:|" * (len(cpu[2][0]) + 1)}
+| 1 | {" | ".join(f"{cpu[1][0].get(k, 0):.1f}" if k in cpu[1][0] else "–" for k in cpu[2][0])} | {cpu[1][1]:.1f} |
+| 2 | {" | ".join(f"{v:.1f}" for v in cpu[2][0].values())} | {cpu[2][1]:.1f} |
 
 Long run: the region repeated {times}× = {total:,} tiles (the reference county's size),
 2 replicas, {s['duration_s']:.0f} s end to end ({total / s['duration_s']:.1f} tiles/s), every tile

@@ -14,9 +14,11 @@ use aerial_featurize::backbone;
 use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    malloc::tune_for_inference();
+fn main() -> anyhow::Result<()> {
+    malloc::inference_runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     // `aerial-featurize bench-backbone MODELS_DIR N THREADS`: the backbone alone on
     // pre-made tensors, the ceiling the service is measured against; `bench-decode N
     // IMAGE...`: decode + preprocess alone on one core (make bench)

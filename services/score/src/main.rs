@@ -31,9 +31,11 @@ use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    malloc::tune_for_inference();
+fn main() -> anyhow::Result<()> {
+    malloc::inference_runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let app = service::start("score", None).await?;
     if !app.ensure_bucket().await {
         return Ok(());

@@ -14,9 +14,11 @@ mod record;
 use aerial_shared::{service, topology, worker};
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    aerial_shared::malloc::tune_for_inference();
+fn main() -> anyhow::Result<()> {
+    aerial_shared::malloc::inference_runtime()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let app = service::start("train", None).await?;
     if !app.ensure_bucket().await {
         return Ok(());
