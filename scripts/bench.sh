@@ -29,15 +29,20 @@ CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/,"",$2); print $2}')
 if [ "$PART" = all ] || [ "$PART" = featurize ]; then
 mapfile -t IMAGES < <(find "$ROOT/../shared/data/rsscn7/train" -name '*.jpg' | sort | head -n 640)
 
-echo "[bench] (a) python script, $N_SHORT images, $THREADS threads"
-# the same malloc settings our services apply, so (a) is not handicapped
-A=$(GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \
-    "$PY" bench/featurize_python.py "$MODEL" "$N_SHORT" "$THREADS" "${IMAGES[@]}")
-echo "[bench] (c) backbone alone"
-C=$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$N_SHORT" "$THREADS")
-
-echo "[bench] (d) decode + preprocess alone"
-D=$(./target/debug/aerial-featurize bench-decode "$N_SHORT" "${IMAGES[@]}")
+# (a), (c) and (d) are short: each runs 3 times, interleaved, and the median is kept, so a
+# slow moment of this shared VM does not decide a ratio
+median() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+AS=(); CS=(); DS=()
+for round in 1 2 3; do
+  echo "[bench] round $round: (a) python script, (c) backbone alone, (d) decode alone; $N_SHORT images, $THREADS threads"
+  # the same malloc settings our services apply, so (a) is not handicapped
+  AS+=("$(GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184 \
+      "$PY" bench/featurize_python.py "$MODEL" "$N_SHORT" "$THREADS" "${IMAGES[@]}")")
+  CS+=("$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$N_SHORT" "$THREADS")")
+  DS+=("$(./target/debug/aerial-featurize bench-decode "$N_SHORT" "${IMAGES[@]}")")
+done
+A=$(median "${AS[@]}"); C=$(median "${CS[@]}"); D=$(median "${DS[@]}")
+echo "[bench] (a) ${AS[*]} (c) ${CS[*]} (d) ${DS[*]} tiles/s; medians $A $C $D"
 
 echo "[bench] (b) service end to end, $N tiles"
 export AERIAL__MODELS__DIR=$MODELS AERIAL__WORKER__THREADS=$THREADS AERIAL__WORKER__BATCH_SIZE=32 AERIAL__TELEMETRY__LOG_FORMAT=json
@@ -88,10 +93,10 @@ the same file frozen (BatchNorm folded into the convolutions) and passed through
 
 | measure | tiles/s |
 |---|---:|
-| (a) plain Python script: PIL decode + resize + torch TorchScript, batch 32 ($N_SHORT images) | $A |
+| (a) plain Python script: PIL decode + resize + torch TorchScript, batch 32 ($N_SHORT images; median of ${AS[*]}) | $A |
 | (b) our featurize service end to end: S3 → RabbitMQ → decode → backbone → shard in S3 ($N tiles) | $B |
-| (c) our backbone alone on pre-made tensors ($N_SHORT images) | $C |
-| (d) our decode + resize + normalise alone, one thread ($N_SHORT images) | $D |
+| (c) our backbone alone on pre-made tensors ($N_SHORT images; median of ${CS[*]}) | $C |
+| (d) our decode + resize + normalise alone, one thread ($N_SHORT images; median of ${DS[*]}) | $D |
 | **b / a** (service / python; target ≥ 1.3) | **$BA** |
 | **b / c** (service / backbone; target ≥ 0.85) | **$BC** |
 
