@@ -169,7 +169,8 @@ try:
             time.sleep(1)
             continue
         samples.append((time.time(), [metric(p, "aerial_tiles_processed_total") for p in reps],
-                        [rss_mib(p) for p in reps]))
+                        [rss_mib(p) for p in reps],
+                        [cpu_s(p.pid) for p in reps] + [cpu_s(v) for v in server_pids.values()]))
         if st["state"] != "running":
             break
         time.sleep(5)
@@ -181,10 +182,14 @@ try:
         done = [sum(x[1]) for x in samples]
         sel = [x for x, d in zip(samples, done) if lo * total <= d <= hi * total]
         a, b = sel[0], sel[-1]
-        return [(b[1][i] - a[1][i]) / (b[0] - a[0]) for i in range(2)], a[2], b[2]
+        k = 1000 / (sum(b[1]) - sum(a[1]))
+        cpu_per_1000 = [(y - x) * k for x, y in zip(a[3], b[3])]
+        offered = (b[0] - a[0]) * k * os.cpu_count()
+        return ([(b[1][i] - a[1][i]) / (b[0] - a[0]) for i in range(2)], a[2], b[2],
+                cpu_per_1000 + [offered])
 
-    start_rate, start_rss, _ = window(0.05, 0.20)
-    end_rate, _, end_rss = window(0.80, 0.97)
+    start_rate, start_rss, _, start_cpu = window(0.05, 0.20)
+    end_rate, _, end_rss, end_cpu = window(0.80, 0.97)
     for p in reps:
         stop(p)
 
@@ -228,6 +233,14 @@ predicted once ({s['predicted']:,} rows).
     for i in range(2):
         print(f"| {i + 1} | {start_rate[i]:.1f} | {end_rate[i]:.1f} | "
               f"{100 * (end_rate[i] / start_rate[i] - 1):+.0f} % | {start_rss[i]} | {end_rss[i]} | {peak[i]} |")
+    print(f"""
+CPU seconds per 1,000 tiles in the same two windows (a rate that falls while these stay flat
+points at the machine, not at our processes):
+
+| window | replica 1 | replica 2 | {" | ".join(server_pids)} | offered |
+|---|---:|---:|---:|---:|---:|""")
+    for name, c in (("5–20 %", start_cpu), ("80–97 %", end_cpu)):
+        print(f"| {name} | {' | '.join(f'{v:.1f}' for v in c)} |")
     print()
 finally:
     for p in procs:
