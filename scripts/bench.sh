@@ -89,7 +89,7 @@ cat > bench/results/featurize.md <<MD
 Measured $(date -u +%Y-%m-%d). $THREADS CPU threads everywhere, batch 32, MobileNetV2 featurizer (TorchScript), rsscn7
 JPEGs 256x256. (a) runs the TorchScript file as exported, with \`torch.set_num_threads($THREADS)\`. (b) and (c) run
 the same file frozen (BatchNorm folded into the convolutions) and passed through libtorch's
-\`optimize_for_inference\` (oneDNN), as $THREADS single-threaded inference workers, each on its own batch.
+\`optimize_for_inference\` (oneDNN), as $THREADS single-threaded inference workers, each on its own batch of 32, 8 images per forward pass.
 
 | measure | tiles/s |
 |---|---:|
