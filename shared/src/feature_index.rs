@@ -87,13 +87,24 @@ impl FeatureIndex {
         self.ids.extend(tile_ids);
     }
 
-    /// Lists the shards and reads the headers of those not seen before.
+    /// Lists the shards and reads the headers of those not seen before. If a shard it knew
+    /// is gone (features deleted to be computed again), the index starts over from the
+    /// listing, so those tiles count as not featurized.
     pub async fn refresh(&mut self, store: &Store) -> Result<Refresh, StoreError> {
         let started = SystemTime::now();
-        let listed = store.list(&self.prefix).await?;
-        let r = self
-            .absorb(store, listed.into_iter().map(|o| o.key))
-            .await?;
+        let listed: Vec<String> = store
+            .list(&self.prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let present: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        if self.shards.iter().any(|k| !present.contains(k.as_str())) {
+            self.shards.clear();
+            self.unreadable.clear();
+            self.ids.clear();
+        }
+        let r = self.absorb(store, listed).await?;
         self.refreshed = Some(started);
         Ok(r)
     }

@@ -126,6 +126,31 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
         shard_keys.len(),
         "re-featurizing wrote new shards"
     );
+    // features deleted to be computed again: the same service must not skip them any more
+    for k in &shard_keys {
+        iso.store.delete(k).await.unwrap();
+    }
+    for row in &manifest[..5] {
+        broker
+            .publisher()
+            .send(
+                topology::FEATURIZE_TILES,
+                &row.to_tile("small", "mobilenet_v2"),
+            )
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(60),
+        "deleted features recomputed",
+        || async {
+            let index = FeatureIndex::load(&iso.store, "small", "mobilenet_v2")
+                .await
+                .unwrap();
+            (index.len() == 5).then_some(())
+        },
+    )
+    .await;
     let reasons: Vec<String> = iso
         .drain(&dlq)
         .await

@@ -36,9 +36,9 @@ pub struct Featurizer {
     indexes: Mutex<HashMap<(String, String), SharedIndex>>,
 }
 
-/// Whether an index listed at `refreshed` may miss features of a tile that is not in it: it
-/// may if the tile's message was published (or redelivered) after, or too near, that listing.
-/// Anything durable before the message was published is then found by a refresh; a copy of
+/// Whether an index listed at `refreshed` may be out of date for a tile: it may if the
+/// tile's message was published (or redelivered) after, or too near, that listing. Features
+/// written or deleted before the message was published are then seen by a refresh; a copy of
 /// the tile featurized concurrently elsewhere is not (readers keep one row per tile id).
 fn stale_for(refreshed: Option<SystemTime>, published: Option<u64>, redelivered: bool) -> bool {
     match (refreshed, published) {
@@ -82,17 +82,23 @@ impl Featurizer {
     ) -> Vec<(usize, Tile)> {
         let mut idx = index.lock().await;
         let refreshed = idx.refreshed_at();
-        let stale = tiles.iter().any(|(i, t)| {
-            !idx.contains(&t.tile_id)
-                && stale_for(
-                    refreshed,
-                    ctx.published.get(*i).copied().flatten(),
-                    ctx.redelivered.get(*i).copied().unwrap_or(true),
-                )
+        // known tiles count too: their features may have been deleted to be recomputed
+        let stale = tiles.iter().any(|(i, _)| {
+            stale_for(
+                refreshed,
+                ctx.published.get(*i).copied().flatten(),
+                ctx.redelivered.get(*i).copied().unwrap_or(true),
+            )
         });
         if stale {
             match idx.refresh(&self.store).await {
                 Ok(r) => {
+                    tracing::debug!(
+                        shards = idx.shards(),
+                        tiles = idx.len(),
+                        new = r.new_shards,
+                        "feature index refreshed"
+                    );
                     for (key, reason) in r.unreadable {
                         tracing::warn!(%key, %reason, "feature shard unreadable; its tiles will be featurized again");
                     }

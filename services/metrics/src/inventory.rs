@@ -55,9 +55,11 @@ impl Inventory {
             .into_iter()
             .filter_map(|o| o.key.split('/').nth(1).map(String::from))
             .collect();
+        // every figure is read first and the gauges set together, so a scrape never sees
+        // one pass's tile counts beside the previous pass's feature counts
+        let mut tiles = Vec::with_capacity(datasets.len());
         for ds in &datasets {
-            let n = manifest::load(store, ds).await?.len();
-            self.tiles.with_label_values(&[ds]).set(n as i64);
+            tiles.push((ds, manifest::load(store, ds).await?.len()));
         }
         // features/<dataset>/<backbone>/shards/<hash>.safetensors; each index reads only the
         // headers of shards it has not seen in an earlier count
@@ -71,6 +73,7 @@ impl Inventory {
                     .push(o.key);
             }
         }
+        let mut featurized = Vec::with_capacity(listed.len());
         for ((ds, bb), keys) in listed {
             let index = indexes
                 .entry((ds.clone(), bb.clone()))
@@ -83,9 +86,13 @@ impl Inventory {
             for (key, reason) in r.unreadable {
                 tracing::warn!(%key, %reason, "feature shard unreadable; not counted");
             }
-            self.featurized
-                .with_label_values(&[&ds, &bb])
-                .set(index.len() as i64);
+            featurized.push((ds, bb, index.len()));
+        }
+        for (ds, n) in tiles {
+            self.tiles.with_label_values(&[ds]).set(n as i64);
+        }
+        for (ds, bb, n) in featurized {
+            self.featurized.with_label_values(&[&ds, &bb]).set(n as i64);
         }
         Ok(())
     }
