@@ -262,43 +262,28 @@ impl Store {
 
     /// Reads a whole object; a missing key is [`StoreError::NotFound`].
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        keys::validate(key)?;
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if is_not_found(&e) => {
-                return Err(StoreError::NotFound {
-                    key: key.to_string(),
-                })
-            }
-            Err(e) => return Err(request_error("get", key, e)),
-        };
-        let data = out.body.collect().await.map_err(|e| StoreError::Request {
-            op: "get",
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(data.into_bytes())
+        self.get_object(key, None).await
     }
 
     /// Reads bytes `start..start + len` of an object (fewer if the object ends sooner).
     pub async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Bytes, StoreError> {
-        keys::validate(key)?;
         if len == 0 {
+            keys::validate(key)?;
             return Ok(Bytes::new());
         }
+        let range = format!("bytes={start}-{}", start + len - 1);
+        self.get_object(key, Some(range)).await
+    }
+
+    /// One GET, of the whole object or of an HTTP byte range.
+    async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+        keys::validate(key)?;
         let out = match self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .range(format!("bytes={start}-{}", start + len - 1))
+            .set_range(range)
             .send()
             .await
         {

@@ -73,16 +73,7 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
     let broker = Broker::connect_with_retry(&iso.settings.amqp, "test", &token)
         .await
         .unwrap();
-    for row in &manifest {
-        broker
-            .publisher()
-            .send(
-                topology::FEATURIZE_TILES,
-                &row.to_tile("small", "mobilenet_v2"),
-            )
-            .await
-            .unwrap();
-    }
+    send_tiles(&broker, &manifest).await;
     // plus a tile whose bytes are not an image, and one whose object is missing
     iso.store
         .put("tiles/zz/garbage.jpg", b"not an image".to_vec())
@@ -130,16 +121,7 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
     for k in &shard_keys {
         iso.store.delete(k).await.unwrap();
     }
-    for row in &manifest[..5] {
-        broker
-            .publisher()
-            .send(
-                topology::FEATURIZE_TILES,
-                &row.to_tile("small", "mobilenet_v2"),
-            )
-            .await
-            .unwrap();
-    }
+    send_tiles(&broker, &manifest[..5]).await;
     eventually(
         Duration::from_secs(60),
         "deleted features recomputed",
@@ -172,4 +154,18 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
     assert!(feat.log_text().contains("backbone loaded"));
     broker.close().await;
     iso.cleanup().await;
+}
+
+/// Publishes the featurize message of each manifest row of dataset `small`.
+async fn send_tiles(broker: &Broker, rows: &[aerial_shared::manifest::ManifestRow]) {
+    for row in rows {
+        broker
+            .publisher()
+            .send(
+                topology::FEATURIZE_TILES,
+                &row.to_tile("small", "mobilenet_v2"),
+            )
+            .await
+            .unwrap();
+    }
 }
