@@ -145,36 +145,6 @@ pub fn chw_normalised(img: &RgbImage) -> Vec<f32> {
     out
 }
 
-/// Why a stored tile could not become model input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
-    /// Missing, unsafe key, or undecodable: the tile itself is bad (dead-letter it).
-    Bad(String),
-    /// The store failed: another try may succeed.
-    Transient(String),
-}
-
-/// Downloads a tile and preprocesses it off the async runtime; the message of a bad tile
-/// names the tile (and its key when the bytes do not decode).
-pub async fn fetch_tensor(
-    store: &crate::Store,
-    tile: &crate::messages::Tile,
-) -> Result<Vec<f32>, FetchError> {
-    use crate::store::StoreError;
-    let bytes = match store.get(&tile.key).await {
-        Ok(b) => b,
-        Err(e @ (StoreError::NotFound { .. } | StoreError::InvalidKey(_))) => {
-            return Err(FetchError::Bad(format!("tile {}: {e}", tile.tile_id)))
-        }
-        Err(e) => return Err(FetchError::Transient(e.to_string())),
-    };
-    let (id, key) = (tile.tile_id.clone(), tile.key.clone());
-    tokio::task::spawn_blocking(move || load_tensor(&bytes))
-        .await
-        .expect("preprocess does not panic")
-        .map_err(|e| FetchError::Bad(format!("tile {id} ({key}): {e}")))
-}
-
 /// Decode + preprocess in one call.
 pub fn load_tensor(bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
     decode_rgb(bytes).map(|img| preprocess(&img))

@@ -101,6 +101,12 @@ pub fn tile(sha256: &str, ext: &str) -> String {
     format!("tiles/{}/{sha256}.{ext}", &sha256[..2])
 }
 
+/// The tiles of one scene, concatenated; addressed by the content hash of the whole pack.
+/// Each tile's manifest row holds its byte range, so a batch of neighbours is one GET.
+pub fn tile_pack(sha256: &str) -> String {
+    tile(sha256, "pack")
+}
+
 /// A dataset's manifest prefix; one part per ingest job.
 pub fn manifest_prefix(dataset: &str) -> String {
     format!("datasets/{dataset}/manifest/")

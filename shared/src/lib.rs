@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod tile_fetch;
 pub mod topology;
 pub mod worker;
 

@@ -1,6 +1,6 @@
 //! Dataset manifests: one CSV row per tile, readable by any tool.
 
-use crate::messages::{Split, Tile, TileGeo};
+use crate::messages::{ByteRange, Split, Tile, TileGeo};
 use serde::{Deserialize, Serialize};
 
 /// One manifest row (flat, so it is plain CSV).
@@ -8,8 +8,14 @@ use serde::{Deserialize, Serialize};
 pub struct ManifestRow {
     /// Tile id, unique in the dataset.
     pub id: String,
-    /// S3 key of the tile image.
+    /// S3 key of the tile image, or of the pack holding it.
     pub key: String,
+    /// Offset of the tile's bytes in a pack (empty: the whole object).
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// Length of the tile's bytes in a pack.
+    #[serde(default)]
+    pub length: Option<u64>,
     /// `train`, `val` or empty.
     pub split: String,
     /// Label or empty.
@@ -51,6 +57,8 @@ impl ManifestRow {
         Self {
             id: tile.tile_id.clone(),
             key: tile.key.clone(),
+            offset: tile.range.map(|r| r.offset),
+            length: tile.range.map(|r| r.length),
             split: tile
                 .split
                 .map(|s| s.as_str().to_string())
@@ -96,6 +104,10 @@ impl ManifestRow {
             dataset: dataset.to_string(),
             tile_id: self.id.clone(),
             key: self.key.clone(),
+            range: match (self.offset, self.length) {
+                (Some(offset), Some(length)) => Some(ByteRange { offset, length }),
+                _ => None,
+            },
             sha256: self.sha256.clone(),
             label: (!self.label.is_empty()).then(|| self.label.clone()),
             split: match self.split.as_str() {
@@ -155,7 +167,11 @@ mod tests {
         let t = Tile {
             dataset: "d".into(),
             tile_id: "2009-08-18/r3c4".into(),
-            key: "tiles/ab/abc.png".into(),
+            key: "tiles/ab/abc.pack".into(),
+            range: Some(ByteRange {
+                offset: 1200,
+                length: 345,
+            }),
             sha256: "abc".into(),
             label: None,
             split: None,
@@ -173,5 +189,18 @@ mod tests {
         let back = from_csv(&to_csv(&rows)).unwrap();
         assert_eq!(back, rows);
         assert_eq!(back[0].to_tile("d", "mobilenet_v2"), t);
+    }
+
+    #[test]
+    fn manifests_without_range_columns_read_as_whole_objects() {
+        // written before tiles could live in packs
+        let old = b"id,key,split,label,date,row,col,crs,min_x,min_y,max_x,max_y,lon_min,lat_min,lon_max,lat_max,sha256,source\n\
+forest/a.jpg,tiles/ab/abc.jpg,train,forest,,,,,,,,,,,,,abc,train/forest/a.jpg\n";
+        let rows = from_csv(old).unwrap();
+        assert_eq!(rows.len(), 1);
+        let t = rows[0].to_tile("d", "mobilenet_v2");
+        assert_eq!(t.key, "tiles/ab/abc.jpg");
+        assert_eq!(t.range, None);
+        assert_eq!(t.label.as_deref(), Some("forest"));
     }
 }

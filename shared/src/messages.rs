@@ -135,6 +135,22 @@ pub struct TileGeo {
     pub lonlat_bounds: [f64; 4],
 }
 
+/// Where a tile's bytes lie inside a larger object (the tiles of a scene share one pack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ByteRange {
+    /// First byte.
+    pub offset: u64,
+    /// Number of bytes.
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// One past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+}
+
 /// What the ingest service does with a dataset's tiles once they are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
@@ -199,8 +215,11 @@ pub struct Tile {
     pub dataset: String,
     /// Stable id of the tile within its dataset.
     pub tile_id: String,
-    /// S3 key of the encoded tile image.
+    /// S3 key of the encoded tile image, or of the pack holding it.
     pub key: String,
+    /// The tile's bytes within the object at `key`; the whole object when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<ByteRange>,
     /// sha256 of the tile bytes (hex).
     pub sha256: String,
     /// Label, for labelled datasets.

@@ -25,6 +25,14 @@ pub enum StoreError {
         /// Missing key.
         key: String,
     },
+    /// A byte range starts past the object's end.
+    #[error("byte range {range} lies outside object {key}")]
+    RangeOutside {
+        /// Object key.
+        key: String,
+        /// The requested HTTP range.
+        range: String,
+    },
     /// The key would be unsafe to use.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
@@ -86,6 +94,18 @@ where
     match err {
         SdkError::ServiceError(e) => {
             e.raw().status_code() == 404 || matches!(e.err().code(), Some("NoSuchKey" | "NotFound"))
+        }
+        _ => false,
+    }
+}
+
+fn is_invalid_range<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool
+where
+    R: HttpStatus,
+{
+    match err {
+        SdkError::ServiceError(e) => {
+            e.raw().status_code() == 416 || e.err().code() == Some("InvalidRange")
         }
         _ => false,
     }
@@ -283,7 +303,7 @@ impl Store {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .set_range(range)
+            .set_range(range.clone())
             .send()
             .await
         {
@@ -291,6 +311,12 @@ impl Store {
             Err(e) if is_not_found(&e) => {
                 return Err(StoreError::NotFound {
                     key: key.to_string(),
+                })
+            }
+            Err(e) if is_invalid_range(&e) => {
+                return Err(StoreError::RangeOutside {
+                    key: key.to_string(),
+                    range: range.unwrap_or_default(),
                 })
             }
             Err(e) => return Err(request_error("get", key, e)),

@@ -1,7 +1,7 @@
 //! Bad input end to end, through the real featurize service: malformed JSON, a wrong schema
-//! version, a wrong schema, an oversized message, a missing object, keys with `..` or an
-//! absolute path, and images that are truncated, zero-byte, gigantic in their header or of
-//! the wrong band count. Each lands in the DLQ with a reason that names the item; the service
+//! version, a wrong schema, an oversized message, a missing object, byte ranges outside their
+//! pack, keys with `..` or an absolute path, and images that are truncated, zero-byte,
+//! gigantic in their header or of the wrong band count. Each lands in the DLQ with a reason that names the item; the service
 //! keeps running and featurizes the good tile sent after them. Counts go to
 //! `target/reliability/bad-input.json` for RELIABILITY.md.
 
@@ -108,6 +108,17 @@ async fn every_bad_input_is_dead_lettered_with_its_reason_and_the_service_keeps_
         let key = format!("tiles/bad/{id}.img");
         iso.store.put(&key, bytes).await.unwrap();
         cases.push((id.into(), tile(id, &key), why));
+    }
+    // ranges in a pack that ends sooner: one starts past its end, one runs over it
+    let pack = "tiles/bad/short.pack";
+    iso.store.put(pack, jpg.to_vec()).await.unwrap();
+    let n = jpg.len() as u64;
+    for (id, offset, length) in [("past-end", n + 100, 50), ("over-end", n / 2, n)] {
+        let mut t = good.clone();
+        t.tile_id = id.into();
+        t.key = pack.into();
+        t.range = Some(messages::ByteRange { offset, length });
+        cases.push((id.into(), messages::encode(&t), "lies past the end"));
     }
     cases.push((
         "missing".into(),

@@ -1,9 +1,10 @@
 //! Scene ingest of the 10-date NAIP region: one dataset, 320 whole 45 px (225 m) tiles per
-//! date, lon/lat inside the documented bounds; scenes without geo-reference, with 2 bands or
+//! date, lon/lat inside the documented bounds, each scene's tiles in one pack; scenes without geo-reference, with 2 bands or
 //! unreadable are reported by file and do not stop the job.
 
 use aerial_tests::{servers, shared_data};
-use std::collections::BTreeMap;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,5 +97,26 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     assert_eq!(per_date.len(), 10, "{per_date:?}");
     assert!(per_date.values().all(|&n| n == 320), "{per_date:?}");
     assert!(per_date.contains_key("2009-08-18") && per_date.contains_key("2020-08-31"));
+
+    // each scene's tiles share one pack; a tile's range holds a 45 px PNG with its sha256
+    let mut packs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in &rows {
+        packs
+            .entry(r.key.as_str())
+            .or_default()
+            .insert(r.date.as_str());
+    }
+    assert_eq!(packs.len(), 10, "{packs:?}");
+    assert!(packs.values().all(|dates| dates.len() == 1), "{packs:?}");
+    for r in rows.iter().step_by(397) {
+        let bytes = iso
+            .store
+            .get_range(&r.key, r.offset.unwrap(), r.length.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&bytes)), r.sha256, "{r:?}");
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((img.width(), img.height()), (45, 45), "{r:?}");
+    }
     iso.cleanup().await;
 }

@@ -83,18 +83,13 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     let rows = manifest::load(&iso.store, "region").await.unwrap();
     assert_eq!(rows.len(), 640);
 
-    // one tile goes bad in storage; tiles are content-addressed, so every row sharing its
-    // bytes goes bad with it
-    let bad_key = rows[37].key.clone();
-    let bad_ids: BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.key == bad_key)
-        .map(|r| r.id.clone())
-        .collect();
-    iso.store
-        .put(&bad_key, b"not an image any more".to_vec())
-        .await
-        .unwrap();
+    // one tile goes bad in storage: its bytes inside its scene's pack are overwritten
+    let bad = rows[37].clone();
+    let (offset, length) = (bad.offset.unwrap() as usize, bad.length.unwrap() as usize);
+    let mut pack = iso.store.get(&bad.key).await.unwrap().to_vec();
+    pack[offset..offset + length].fill(0);
+    iso.store.put(&bad.key, pack).await.unwrap();
+    let bad_ids: BTreeSet<String> = [bad.id.clone()].into();
 
     let (ok, out) = iso.cli(&[
         "score",
@@ -156,7 +151,8 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     let dead: BTreeSet<String> = summary.dead.iter().map(|d| d.tile_id.clone()).collect();
     assert_eq!(dead, bad_ids);
     assert!(
-        summary.dead[0].reason.contains(&summary.dead[0].tile_id),
+        summary.dead[0].reason.contains(&summary.dead[0].tile_id)
+            && summary.dead[0].reason.contains(&bad.key),
         "{:?}",
         summary.dead[0]
     );

@@ -33,6 +33,15 @@ async fn put_get_list_multipart_and_missing() {
     assert_eq!(back.len(), big.len());
     assert!(back[..] == big[..], "multipart object differs");
 
+    // byte ranges: inside, running past the end (cut short), and starting past it
+    let r = s.get_range("big/blob.bin", 12_345_678, 1000).await.unwrap();
+    assert!(r[..] == big[12_345_678..12_346_678]);
+    assert_eq!(&s.get_range("b/three.txt", 3, 10).await.unwrap()[..], b"ee");
+    match s.get_range("b/three.txt", 10, 4).await {
+        Err(StoreError::RangeOutside { key, .. }) => assert_eq!(key, "b/three.txt"),
+        other => panic!("expected range-outside, got {other:?}"),
+    }
+
     match s.get("a/missing.txt").await {
         Err(StoreError::NotFound { key }) => assert_eq!(key, "a/missing.txt"),
         other => panic!("expected not-found, got {other:?}"),

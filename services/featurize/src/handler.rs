@@ -5,21 +5,17 @@
 use aerial_featurize::backbone::{feature_dim, Inference};
 use aerial_shared::{
     feature_index::FeatureIndex,
-    imaging::{self, FetchError},
     keys,
     messages::{EventKind, Tile},
     shards::{self, Shard},
+    tile_fetch::{self, FetchError},
     worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
 };
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Downloads and decodes in flight at once per batch.
-const PARALLEL_FETCH: usize = 16;
 
 /// Publish stamps are whole seconds from another machine's clock: an index listed less than
 /// this after a tile's publish time may predate features written just before it.
@@ -124,15 +120,6 @@ impl Featurizer {
         todo
     }
 
-    async fn fetch(&self, tile: &Tile) -> Result<Vec<f32>, Outcome> {
-        imaging::fetch_tensor(&self.store, tile)
-            .await
-            .map_err(|e| match e {
-                FetchError::Bad(reason) => Outcome::Dead(reason),
-                FetchError::Transient(reason) => Outcome::Retry(reason),
-            })
-    }
-
     /// Features one (dataset, backbone) group; returns outcomes for its indices.
     async fn group(
         &self,
@@ -151,22 +138,20 @@ impl Featurizer {
         // already featurized for this backbone: nothing to do
         let index = self.index(dataset, backbone);
         let todo = self.skip_done(ctx, &index, tiles, &mut out).await;
-        let fetched = futures::stream::iter(todo.into_iter().map(|(i, t)| async move {
-            let r = self.fetch(&t).await;
-            (i, t, r)
-        }))
-        .buffered(PARALLEL_FETCH)
-        .collect::<Vec<_>>()
-        .await;
+        let fetched = {
+            let refs: Vec<&Tile> = todo.iter().map(|(_, t)| t).collect();
+            tile_fetch::fetch_tensors(&self.store, &refs).await
+        };
         let mut input = Vec::new();
         let mut ok: Vec<(usize, Tile)> = Vec::new();
-        for (i, t, r) in fetched {
+        for ((i, t), r) in todo.into_iter().zip(fetched) {
             match r {
                 Ok(x) => {
                     input.extend_from_slice(&x);
                     ok.push((i, t));
                 }
-                Err(o) => out.push((i, o)),
+                Err(FetchError::Bad(reason)) => out.push((i, Outcome::Dead(reason))),
+                Err(FetchError::Transient(reason)) => out.push((i, Outcome::Retry(reason))),
             }
         }
         if ok.is_empty() {

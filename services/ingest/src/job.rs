@@ -7,7 +7,7 @@ use aerial_shared::{
     broker::Outgoing,
     imaging, keys,
     manifest::{self, ManifestRow},
-    messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
+    messages::{ByteRange, EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
     status::{BadItem, JobState, JobStatus},
     store::{ObjectInfo, StoreError},
     topology,
@@ -330,60 +330,54 @@ impl Ingester {
                 }
             };
             tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, "scene tiled");
-            let stored = futures::stream::iter(cut.into_iter().map(|t| {
-                let (store, crs, date, name) = (
-                    self.store.clone(),
-                    info.crs.clone(),
-                    date.clone(),
-                    name.clone(),
-                );
-                let dataset = job.dataset.clone();
-                let backbone = job.backbone.clone();
-                async move {
-                    let sha = hex::encode(Sha256::digest(&t.png));
-                    let tile_key = keys::tile(&sha, "png");
-                    let new = !store.exists(&tile_key).await?;
-                    if new {
-                        store.put(&tile_key, t.png).await?;
-                    }
-                    let tile = Tile {
-                        dataset,
-                        tile_id: format!("{date}/r{:03}c{:03}", t.row, t.col),
-                        key: tile_key,
-                        sha256: sha,
-                        label: None,
-                        split: None,
-                        date: Some(date),
-                        geo: Some(TileGeo {
-                            row: t.row,
-                            col: t.col,
-                            crs,
-                            bounds: t.bounds,
-                            lonlat_bounds: t.lonlat,
-                        }),
-                        backbone,
-                    };
-                    let row = ManifestRow::from_tile(&tile, &name);
-                    Ok::<_, StoreError>((tile, row, new))
-                }
-            }))
-            .buffer_unordered(PARALLEL_FILES)
-            .collect::<Vec<_>>()
-            .await;
-            for r in stored {
-                match r {
-                    Ok((tile, row, new)) => {
-                        if new {
-                            st.new_tiles += 1;
-                        } else {
-                            st.existing_tiles += 1;
-                        }
-                        *st.groups.entry(date.clone()).or_default() += 1;
-                        rows.push(row);
-                        tiles.push(tile);
-                    }
+            // one pack per scene: scoring reads a batch of neighbours with one GET
+            let mut pack = Vec::with_capacity(cut.iter().map(|t| t.png.len()).sum());
+            let mut placed = Vec::with_capacity(cut.len());
+            for t in cut {
+                let range = ByteRange {
+                    offset: pack.len() as u64,
+                    length: t.png.len() as u64,
+                };
+                let sha = hex::encode(Sha256::digest(&t.png));
+                pack.extend_from_slice(&t.png);
+                placed.push((t, range, sha));
+            }
+            let pack_key = keys::tile_pack(&hex::encode(Sha256::digest(&pack)));
+            let new = match self.store.exists(&pack_key).await {
+                Ok(true) => false,
+                Ok(false) => match self.store.put(&pack_key, pack).await {
+                    Ok(()) => true,
                     Err(e) => return Outcome::Retry(e.to_string()),
+                },
+                Err(e) => return Outcome::Retry(e.to_string()),
+            };
+            for (t, range, sha) in placed {
+                let tile = Tile {
+                    dataset: job.dataset.clone(),
+                    tile_id: format!("{date}/r{:03}c{:03}", t.row, t.col),
+                    key: pack_key.clone(),
+                    range: Some(range),
+                    sha256: sha,
+                    label: None,
+                    split: None,
+                    date: Some(date.clone()),
+                    geo: Some(TileGeo {
+                        row: t.row,
+                        col: t.col,
+                        crs: info.crs.clone(),
+                        bounds: t.bounds,
+                        lonlat_bounds: t.lonlat,
+                    }),
+                    backbone: job.backbone.clone(),
+                };
+                if new {
+                    st.new_tiles += 1;
+                } else {
+                    st.existing_tiles += 1;
                 }
+                *st.groups.entry(date.clone()).or_default() += 1;
+                rows.push(ManifestRow::from_tile(&tile, &name));
+                tiles.push(tile);
             }
             let _ = self.save_status(st).await;
             publish_progress(publisher, st).await;
@@ -431,6 +425,7 @@ impl Ingester {
             dataset: job.dataset.clone(),
             tile_id: labelled::tile_id(&f),
             key: tile_key,
+            range: None,
             sha256: sha,
             label: Some(f.label.clone()),
             split: Some(f.split),

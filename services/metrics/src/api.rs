@@ -14,7 +14,9 @@ use serde::Deserialize;
 /// A store error as an HTTP answer: 404 for what does not exist, 502 for the store failing.
 pub fn error(e: StoreError) -> Response {
     let status = match e {
-        StoreError::NotFound { .. } | StoreError::InvalidKey(_) => StatusCode::NOT_FOUND,
+        StoreError::NotFound { .. }
+        | StoreError::InvalidKey(_)
+        | StoreError::RangeOutside { .. } => StatusCode::NOT_FOUND,
         StoreError::Request { .. } => StatusCode::BAD_GATEWAY,
     };
     (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()

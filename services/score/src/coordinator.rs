@@ -204,6 +204,7 @@ impl Coordinator {
             rows.sort_by(|a, b| (&a.date, &a.tile_id).cmp(&(&b.date, &b.tile_id)));
             let dead: Vec<DeadTile> = track.refused().into_iter().cloned().collect();
             let replicas: Vec<String> = track.replicas.iter().cloned().collect();
+            let started = Instant::now();
             if let Err(e) = assemble::assemble(&self.store, &track.spec, rows, dead, replicas).await
             {
                 tracing::error!(job = job_id, error = %e, "assembling outputs failed; will retry");
@@ -221,6 +222,7 @@ impl Coordinator {
                 job = job_id,
                 predicted = done - failed,
                 refused = failed,
+                assemble_ms = started.elapsed().as_millis() as u64,
                 "score job complete"
             );
             jobs.remove(job_id);

@@ -6,22 +6,18 @@ use crate::models::{Models, RunModel, Scoring};
 use aerial_featurize::backbone::{InferError, Inference};
 use aerial_shared::{
     classifier::argmax_rows,
-    imaging::{self, FetchError},
     keys,
     messages::ScoreProgress,
     messages::ScoreTile,
     predictions::{DeadTile, PredictionBatch, PredictionRow},
+    tile_fetch::{self, FetchError},
     topology,
     worker::{by_group, BatchCtx, BatchHandler, Outcome},
     Store, Telemetry,
 };
-use futures::StreamExt;
 use ndarray::Array2;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-
-/// Downloads and decodes in flight at once per batch.
-const PARALLEL_FETCH: usize = 16;
 
 /// The `score.tiles` handler.
 pub struct Scorer {
@@ -143,16 +139,14 @@ impl Scorer {
                 return out;
             }
         };
-        let fetched = futures::stream::iter(tiles.into_iter().map(|(i, st)| async move {
-            let r = imaging::fetch_tensor(&self.store, &st.tile).await;
-            (i, st, r)
-        }))
-        .buffered(PARALLEL_FETCH)
-        .collect::<Vec<_>>()
-        .await;
+        let started = std::time::Instant::now();
+        let fetched = {
+            let refs: Vec<&_> = tiles.iter().map(|(_, st)| &st.tile).collect();
+            tile_fetch::fetch_tensors(&self.store, &refs).await
+        };
         let mut input = Vec::new();
         let mut ok: Vec<(usize, ScoreTile)> = Vec::new();
-        for (i, st, r) in fetched {
+        for ((i, st), r) in tiles.into_iter().zip(fetched) {
             match r {
                 Ok(x) => {
                     input.extend_from_slice(&x);
@@ -166,6 +160,7 @@ impl Scorer {
             return out;
         }
         let n = ok.len();
+        let fetched_at = std::time::Instant::now();
         let probs = match self.classify(&model, input, n).await {
             Ok(p) => p,
             Err(e) => {
@@ -178,6 +173,7 @@ impl Scorer {
                 return out;
             }
         };
+        let classified_at = std::time::Instant::now();
         let labels = &model.descriptor.labels;
         let best = argmax_rows(&probs);
         let rows: Vec<PredictionRow> = ok
@@ -211,6 +207,14 @@ impl Scorer {
         .await;
         match written {
             Ok(()) => {
+                tracing::debug!(
+                    job = job_id,
+                    tiles = n,
+                    fetch_ms = (fetched_at - started).as_millis() as u64,
+                    classify_ms = (classified_at - fetched_at).as_millis() as u64,
+                    write_ms = classified_at.elapsed().as_millis() as u64,
+                    "batch scored"
+                );
                 self.telemetry
                     .tiles
                     .with_label_values(&[ok[0].1.tile.dataset.as_str()])

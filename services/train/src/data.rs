@@ -35,6 +35,9 @@ pub enum DataError {
     /// Store trouble: retry later.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A tile read failed in a way another try may not repeat.
+    #[error("{0}")]
+    Transient(String),
     /// The dataset cannot be trained on as it is.
     #[error("{0}")]
     Unusable(String),

@@ -131,7 +131,9 @@ impl Trainer {
         .await
         {
             Ok(d) => d,
-            Err(DataError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
+                return Outcome::Retry(e.to_string())
+            }
             Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
         };
         tracing::info!(run = %job.run, train = data.train.ids.len(), val = data.val.ids.len(), dim = data.dim, without_features = data.missing, "fitting");

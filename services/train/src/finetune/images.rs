@@ -2,12 +2,19 @@
 //! as 224×224 RGB bytes (≈150 KB a tile), normalised per batch after augmentation.
 
 use crate::data::{stratified_sample, DataError};
-use aerial_shared::{imaging, manifest, Store};
+use aerial_shared::{
+    imaging, manifest,
+    messages::Tile,
+    tile_fetch::{self, FetchError},
+    Store,
+};
 use futures::StreamExt;
 use tch::Tensor;
 
-/// Downloads and decodes in flight at once.
-const PARALLEL_FETCH: usize = 16;
+/// Tiles read per round (their encoded bytes are held until decoded).
+const FETCH_CHUNK: usize = 64;
+/// Decodes in flight at once.
+const PARALLEL_DECODES: usize = 16;
 
 /// One split's images.
 pub struct Split {
@@ -29,26 +36,39 @@ pub struct Images {
     pub val: Split,
 }
 
-async fn fetch(store: &Store, items: Vec<(String, String, usize)>) -> Result<Split, DataError> {
-    let fetched = futures::stream::iter(items.into_iter().map(|(id, key, y)| async move {
-        let bytes = store.get(&key).await?;
-        let px = tokio::task::spawn_blocking(move || {
-            imaging::decode_rgb(&bytes).map(|img| imaging::resize_to_input(&img).into_raw())
-        })
-        .await
-        .expect("decode does not panic")
-        .map_err(|e| DataError::Unusable(format!("tile {id} ({key}): {e}")))?;
-        Ok::<_, DataError>((id, px, y))
-    }))
-    .buffered(PARALLEL_FETCH)
-    .collect::<Vec<_>>()
-    .await;
+async fn fetch(store: &Store, items: Vec<(Tile, usize)>) -> Result<Split, DataError> {
     let (mut ids, mut bytes, mut ys) = (Vec::new(), Vec::new(), Vec::new());
-    for r in fetched {
-        let (id, px, y) = r?;
-        ids.push(id);
-        bytes.extend_from_slice(&px);
-        ys.push(y);
+    for chunk in items.chunks(FETCH_CHUNK) {
+        let refs: Vec<&Tile> = chunk.iter().map(|(t, _)| t).collect();
+        let fetched = tile_fetch::fetch_bytes(store, &refs).await;
+        // owned inputs only: a stream of futures borrowing the chunk is not `Send`
+        let todo: Vec<(String, usize, _)> = chunk
+            .iter()
+            .zip(fetched)
+            .map(|((t, y), got)| (t.tile_id.clone(), *y, got))
+            .collect();
+        let decoded = futures::stream::iter(todo.into_iter().map(|(id, y, got)| async move {
+            let raw = got.map_err(|e| match e {
+                FetchError::Bad(m) => DataError::Unusable(m),
+                FetchError::Transient(m) => DataError::Transient(m),
+            })?;
+            let px = tokio::task::spawn_blocking(move || {
+                imaging::decode_rgb(&raw).map(|img| imaging::resize_to_input(&img).into_raw())
+            })
+            .await
+            .expect("decode does not panic")
+            .map_err(|e| DataError::Unusable(format!("tile {id}: {e}")))?;
+            Ok::<_, DataError>((id, px, y))
+        }))
+        .buffered(PARALLEL_DECODES)
+        .collect::<Vec<_>>()
+        .await;
+        for r in decoded {
+            let (id, px, y) = r?;
+            ids.push(id);
+            bytes.extend_from_slice(&px);
+            ys.push(y);
+        }
     }
     let side = i64::from(imaging::INPUT_SIZE);
     let pixels = Tensor::from_slice(&bytes).view([ids.len() as i64, side, side, 3]);
@@ -66,10 +86,10 @@ pub async fn load(store: &Store, dataset: &str, frac: f64, seed: u64) -> Result<
     labels.sort();
     labels.dedup();
     let index = |l: &str| labels.iter().position(|x| x == l).expect("label listed");
-    let of_split = |split: &str| -> Vec<((String, String), usize)> {
+    let of_split = |split: &str| -> Vec<(Tile, usize)> {
         rows.iter()
             .filter(|r| !r.label.is_empty() && r.split == split)
-            .map(|r| ((r.id.clone(), r.key.clone()), index(&r.label)))
+            .map(|r| (r.to_tile(dataset, ""), index(&r.label)))
             .collect()
     };
     let train = stratified_sample(&of_split("train"), frac, seed);
@@ -81,12 +101,9 @@ pub async fn load(store: &Store, dataset: &str, frac: f64, seed: u64) -> Result<
             val.len()
         )));
     }
-    let flat = |v: Vec<((String, String), usize)>| -> Vec<(String, String, usize)> {
-        v.into_iter().map(|((id, key), y)| (id, key, y)).collect()
-    };
     Ok(Images {
-        train: fetch(store, flat(train)).await?,
-        val: fetch(store, flat(val)).await?,
+        train: fetch(store, train).await?,
+        val: fetch(store, val).await?,
         labels,
     })
 }

@@ -137,7 +137,9 @@ impl Finetuner {
         let images = match images::load(&self.store, &job.dataset, job.sample_frac, job.seed).await
         {
             Ok(i) => i,
-            Err(DataError::Store(e)) => return Outcome::Retry(e.to_string()),
+            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
+                return Outcome::Retry(e.to_string())
+            }
             Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
         };
         let mut history = resume
