@@ -7,7 +7,7 @@ use aerial_shared::{
     broker::Outgoing,
     imaging, keys,
     manifest::{self, ManifestRow},
-    messages::{ByteRange, EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
+    messages::{EventKind, IngestJob, IngestSource, IngestTarget, Tile, TileGeo},
     status::{BadItem, JobState, JobStatus},
     store::{ObjectInfo, StoreError},
     topology,
@@ -311,11 +311,12 @@ impl Ingester {
                     .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
                 std::fs::write(tmp.path(), &bytes)
                     .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
-                scene::tile_scene(tmp.path(), tile_meters)
+                let (info, tiles) = scene::tile_scene(tmp.path(), tile_meters)?;
+                Ok::<_, scene::SceneError>((info, scene::pack(tiles)))
             })
             .await
             .expect("tiling does not panic");
-            let (info, cut) = match cut {
+            let (info, pack) = match cut {
                 Ok(x) => x,
                 Err(e) => {
                     self.record_bad(
@@ -329,35 +330,24 @@ impl Ingester {
                     continue;
                 }
             };
-            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, "scene tiled");
+            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, pack_bytes = pack.bytes.len(), "scene tiled");
             // one pack per scene: scoring reads a batch of neighbours with one GET
-            let mut pack = Vec::with_capacity(cut.iter().map(|t| t.png.len()).sum());
-            let mut placed = Vec::with_capacity(cut.len());
-            for t in cut {
-                let range = ByteRange {
-                    offset: pack.len() as u64,
-                    length: t.png.len() as u64,
-                };
-                let sha = hex::encode(Sha256::digest(&t.png));
-                pack.extend_from_slice(&t.png);
-                placed.push((t, range, sha));
-            }
-            let pack_key = keys::tile_pack(&hex::encode(Sha256::digest(&pack)));
+            let pack_key = keys::tile_pack(&pack.sha256);
             let new = match self.store.exists(&pack_key).await {
                 Ok(true) => false,
-                Ok(false) => match self.store.put(&pack_key, pack).await {
+                Ok(false) => match self.store.put(&pack_key, pack.bytes).await {
                     Ok(()) => true,
                     Err(e) => return Outcome::Retry(e.to_string()),
                 },
                 Err(e) => return Outcome::Retry(e.to_string()),
             };
-            for (t, range, sha) in placed {
+            for t in pack.tiles {
                 let tile = Tile {
                     dataset: job.dataset.clone(),
                     tile_id: format!("{date}/r{:03}c{:03}", t.row, t.col),
                     key: pack_key.clone(),
-                    range: Some(range),
-                    sha256: sha,
+                    range: Some(t.range),
+                    sha256: t.sha256,
                     label: None,
                     split: None,
                     date: Some(date.clone()),

@@ -6,8 +6,10 @@
 //! 4th band, near infrared, is ignored). Tiles are stored as PNG at their native size; the
 //! shared preprocessing resizes them to the model's input.
 
+use aerial_shared::messages::ByteRange;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::Dataset;
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Why a scene was refused.
@@ -173,6 +175,57 @@ pub fn tile_scene(
     ))
 }
 
+/// A scene's tiles as one object: their PNGs concatenated, and where each one lies.
+pub struct Pack {
+    /// The concatenated PNGs.
+    pub bytes: Vec<u8>,
+    /// sha256 of `bytes` (hex): the pack's content address.
+    pub sha256: String,
+    /// The tiles, in cut order, without their PNGs.
+    pub tiles: Vec<PackedTile>,
+}
+
+/// One tile of a [`Pack`].
+pub struct PackedTile {
+    /// Grid row (0 = north).
+    pub row: u32,
+    /// Grid column (0 = west).
+    pub col: u32,
+    /// Footprint in the scene CRS.
+    pub bounds: [f64; 4],
+    /// Footprint in WGS84.
+    pub lonlat: [f64; 4],
+    /// The tile's PNG within the pack.
+    pub range: ByteRange,
+    /// sha256 of the tile's PNG (hex).
+    pub sha256: String,
+}
+
+/// Concatenates cut tiles into one pack (each PNG is moved in, not kept twice).
+pub fn pack(tiles: Vec<SceneTile>) -> Pack {
+    let mut bytes = Vec::with_capacity(tiles.iter().map(|t| t.png.len()).sum());
+    let mut packed = Vec::with_capacity(tiles.len());
+    for t in tiles {
+        packed.push(PackedTile {
+            row: t.row,
+            col: t.col,
+            bounds: t.bounds,
+            lonlat: t.lonlat,
+            range: ByteRange {
+                offset: bytes.len() as u64,
+                length: t.png.len() as u64,
+            },
+            sha256: hex::encode(Sha256::digest(&t.png)),
+        });
+        bytes.extend_from_slice(&t.png);
+    }
+    Pack {
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        bytes,
+        tiles: packed,
+    }
+}
+
 /// The acquisition date in a file name (`..._YYYYMMDD.tif` → `YYYY-MM-DD`), if any.
 pub fn date_from_name(name: &str) -> Option<String> {
     let digits: Vec<char> = name.chars().collect();
@@ -237,6 +290,19 @@ mod tests {
         );
         let img = image::load_from_memory(&tiles[0].png).unwrap();
         assert_eq!((img.width(), img.height()), (45, 45));
+
+        // the pack holds every PNG back to back; each range gives the tile's own bytes
+        let pngs: Vec<Vec<u8>> = tiles.iter().map(|t| t.png.clone()).collect();
+        let p = pack(tiles);
+        assert_eq!(p.tiles.len(), 320);
+        assert_eq!(p.bytes.len(), pngs.iter().map(Vec::len).sum::<usize>());
+        assert_eq!(p.sha256, hex::encode(Sha256::digest(&p.bytes)));
+        for (t, png) in p.tiles.iter().zip(&pngs) {
+            let r = t.range.offset as usize..t.range.end() as usize;
+            assert_eq!(&p.bytes[r], &png[..]);
+            assert_eq!(t.sha256, hex::encode(Sha256::digest(png)));
+        }
+        assert_eq!((p.tiles[21].row, p.tiles[21].col), (1, 1));
     }
 
     #[test]
