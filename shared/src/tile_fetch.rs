@@ -159,12 +159,12 @@ fn reads<'a>(
         })
 }
 
-/// The encoded bytes of every tile, in order.
-pub async fn fetch_bytes(store: &Store, tiles: &[&Tile]) -> Vec<Result<Bytes, FetchError>> {
-    let mut out: Vec<Option<Result<Bytes, FetchError>>> = vec![None; tiles.len()];
-    reads(store, tiles)
-        .for_each(|(i, b)| {
-            out[i] = Some(b);
+/// The `n` results of a stream that yields each tile's (index, result) once, in index order.
+async fn in_order<T>(n: usize, results: impl futures::Stream<Item = (usize, T)>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    results
+        .for_each(|(i, x)| {
+            out[i] = Some(x);
             async {}
         })
         .await;
@@ -173,11 +173,15 @@ pub async fn fetch_bytes(store: &Store, tiles: &[&Tile]) -> Vec<Result<Bytes, Fe
         .collect()
 }
 
+/// The encoded bytes of every tile, in order.
+pub async fn fetch_bytes(store: &Store, tiles: &[&Tile]) -> Vec<Result<Bytes, FetchError>> {
+    in_order(tiles.len(), reads(store, tiles)).await
+}
+
 /// Every tile decoded and preprocessed to model input, in order; each tile is decoded as
 /// soon as its GET completes. A bad tile's message names the tile and where its bytes are.
 pub async fn fetch_tensors(store: &Store, tiles: &[&Tile]) -> Vec<Result<Vec<f32>, FetchError>> {
-    let mut out: Vec<Option<Result<Vec<f32>, FetchError>>> = vec![None; tiles.len()];
-    reads(store, tiles)
+    let decoded = reads(store, tiles)
         .map(|(i, b)| {
             let at = format!("tile {} ({})", tiles[i].tile_id, locate(tiles[i]));
             async move {
@@ -191,15 +195,8 @@ pub async fn fetch_tensors(store: &Store, tiles: &[&Tile]) -> Vec<Result<Vec<f32
                 (i, x)
             }
         })
-        .buffer_unordered(PARALLEL_DECODES)
-        .for_each(|(i, x)| {
-            out[i] = Some(x);
-            async {}
-        })
-        .await;
-    out.into_iter()
-        .map(|r| r.expect("every tile is in one read"))
-        .collect()
+        .buffer_unordered(PARALLEL_DECODES);
+    in_order(tiles.len(), decoded).await
 }
 
 #[cfg(test)]
