@@ -1,6 +1,7 @@
 //! Scene ingest of the 10-date NAIP region: one dataset, 320 whole 45 px (225 m) tiles per
-//! date, lon/lat inside the documented bounds, each scene's tiles in one pack; scenes without geo-reference, with 2 bands or
-//! unreadable are reported by file and do not stop the job.
+//! date, lon/lat inside the documented bounds, each scene's tiles in one pack; scenes without
+//! geo-reference, with 2 bands, unreadable or not GeoTIFF at all (a VRT over
+//! `/proc/self/environ`) are reported by file and do not stop the job.
 
 use aerial_tests::{servers, shared_data};
 use sha2::{Digest, Sha256};
@@ -40,19 +41,29 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     assert!(st.success());
     let garbage = bad.path().join("garbage_20200103.tif");
     std::fs::write(&garbage, b"II*\0 truncated").unwrap();
+    // the verified leak: a VRT named like a NAIP scene, its pixels the ingest service's
+    // environment (S3 secret and AMQP password); it must be refused, not cut into tiles
+    let vrt = bad.path().join("m_0000000_ne_14_1_20200101.tif");
+    let band = |b| format!("<VRTRasterBand dataType=\"Byte\" band=\"{b}\" subClass=\"VRTRawRasterBand\"><SourceFilename relativetoVRT=\"0\">/proc/self/environ</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset><LineOffset>64</LineOffset></VRTRasterBand>");
+    std::fs::write(
+        &vrt,
+        format!("<VRTDataset rasterXSize=\"64\" rasterYSize=\"64\"><SRS>EPSG:26914</SRS><GeoTransform>485900, 5, 0, 5209247, 0, -5</GeoTransform>{}{}{}</VRTDataset>", band(1), band(2), band(3)),
+    )
+    .unwrap();
     let mut args = vec!["ingest", "scene"];
     args.extend(files.iter().map(String::as_str));
     let extra = [
         nogeo.to_str().unwrap(),
         two_band.to_str().unwrap(),
         garbage.to_str().unwrap(),
+        vrt.to_str().unwrap(),
     ];
     args.extend(extra);
     args.extend(["--dataset", "region", "--tile-meters", "224"]);
     let (ok, out) = iso.cli(&args);
     assert!(ok, "{out}");
     assert!(
-        out.contains("3200 tiles (3200 new, 0 already stored), 0 published, 3 bad"),
+        out.contains("3200 tiles (3200 new, 0 already stored), 0 published, 4 bad"),
         "{out}"
     );
     assert!(
@@ -68,6 +79,11 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     assert!(
         out.lines()
             .any(|l| l.contains("garbage_20200103.tif") && l.contains("unreadable")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.contains("m_0000000_ne_14_1_20200101.tif")
+            && l.contains("not a GeoTIFF (a GDAL VRT)")),
         "{out}"
     );
 
@@ -95,6 +111,7 @@ async fn region_scenes_become_one_dated_geo_dataset() {
         assert!(r.row.unwrap() < 16 && r.col.unwrap() < 20);
     }
     assert_eq!(per_date.len(), 10, "{per_date:?}");
+    assert!(!per_date.contains_key("2020-01-01"), "the VRT made no tile");
     assert!(per_date.values().all(|&n| n == 320), "{per_date:?}");
     assert!(per_date.contains_key("2009-08-18") && per_date.contains_key("2020-08-31"));
 

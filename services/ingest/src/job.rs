@@ -303,15 +303,15 @@ impl Ingester {
                 Ok(b) => b,
                 Err(e) => return Outcome::Retry(e.to_string()),
             };
-            // GDAL reads files: give it a private temporary copy
+            // GDAL reads files: give it a private copy alone in a private directory, so
+            // that no side-car file of someone else's can be picked up beside it
             let cut = tokio::task::spawn_blocking(move || {
-                let tmp = tempfile::Builder::new()
-                    .suffix(".tif")
-                    .tempfile()
+                let dir =
+                    tempfile::tempdir().map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
+                let path = dir.path().join("scene.tif");
+                std::fs::write(&path, &bytes)
                     .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
-                std::fs::write(tmp.path(), &bytes)
-                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
-                let (info, tiles) = scene::tile_scene(tmp.path(), tile_meters)?;
+                let (info, tiles) = scene::tile_scene(&path, tile_meters)?;
                 Ok::<_, scene::SceneError>((info, scene::pack(tiles)))
             })
             .await

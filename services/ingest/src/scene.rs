@@ -8,7 +8,7 @@
 
 use aerial_shared::messages::ByteRange;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
-use gdal::Dataset;
+use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -18,6 +18,9 @@ pub enum SceneError {
     /// GDAL could not open or read it.
     #[error("unreadable raster: {0}")]
     Unreadable(String),
+    /// Not a TIFF file: only GeoTIFF is read, never GDAL's other drivers.
+    #[error("not a GeoTIFF ({0}): only GeoTIFF scenes are accepted (VRT and other formats can read files and URLs on the server)")]
+    NotGeoTiff(String),
     /// No CRS or no geotransform.
     #[error("scene has no geo-reference (no CRS or geotransform)")]
     NoGeoReference,
@@ -67,12 +70,77 @@ fn gdal_err(e: gdal::errors::GdalError) -> SceneError {
     SceneError::Unreadable(e.to_string())
 }
 
+/// What the first bytes say the file is, when it is not a TIFF (classic or BigTIFF, either
+/// byte order).
+fn not_tiff(head: &[u8]) -> Option<String> {
+    const MAGIC: [&[u8]; 4] = [b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"];
+    if MAGIC.iter().any(|m| head.starts_with(m)) {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&head[..head.len().min(64)]);
+    let text = text.trim_start();
+    Some(if text.starts_with("<VRTDataset") {
+        "a GDAL VRT".into()
+    } else if text.starts_with('<') {
+        "an XML file".into()
+    } else if head.is_empty() {
+        "an empty file".into()
+    } else {
+        "no TIFF signature".into()
+    })
+}
+
+/// Opens a scene with the GeoTIFF driver alone.
+///
+/// Why so strict: a VRT (or any of GDAL's ~200 drivers) can name other files or URLs as its
+/// pixels (`/proc/self/environ`, `/vsicurl/...`), and the tiles cut from it would hand those
+/// bytes, the service's secrets included, to whoever uploaded it. The file's signature is
+/// checked first, then GDAL may only use `GTiff`, with no side-car files read (a private
+/// directory and PAM off, see [`harden_gdal`]).
+fn open_geotiff(path: &Path) -> Result<Dataset, SceneError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64).read_to_end(&mut head))
+        .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+    if let Some(what) = not_tiff(&head) {
+        return Err(SceneError::NotGeoTiff(what));
+    }
+    harden_gdal();
+    Dataset::open_ex(
+        path,
+        DatasetOptions {
+            open_flags: GdalOpenFlags::GDAL_OF_RASTER | GdalOpenFlags::GDAL_OF_READONLY,
+            allowed_drivers: Some(&["GTiff"]),
+            ..Default::default()
+        },
+    )
+    .map_err(gdal_err)
+}
+
+/// GDAL settings for untrusted input, set once per process: no `.aux.xml` side-cars (PAM),
+/// no directory listing, and no network file systems even if a path named one.
+pub fn harden_gdal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (k, v) in [
+            ("GDAL_PAM_ENABLED", "NO"),
+            ("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR"),
+            ("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", "NONE"),
+            ("GDAL_HTTP_MAX_RETRY", "0"),
+        ] {
+            // a failed set leaves GDAL's default, which the driver allow-list still bounds
+            let _ = gdal::config::set_config_option(k, v);
+        }
+    });
+}
+
 /// Opens `path` and cuts it into tiles of `tile_meters` on the ground.
 pub fn tile_scene(
     path: &Path,
     tile_meters: f64,
 ) -> Result<(SceneInfo, Vec<SceneTile>), SceneError> {
-    let ds = Dataset::open(path).map_err(gdal_err)?;
+    let ds = open_geotiff(path)?;
     let srs = ds.spatial_ref().map_err(|_| SceneError::NoGeoReference)?;
     let gt = ds.geo_transform().map_err(|_| SceneError::NoGeoReference)?;
     // GDAL reports a default identity transform for files without one
@@ -310,9 +378,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.tif");
         std::fs::write(&p, b"not a tiff").unwrap();
+        assert_eq!(
+            tile_scene(&p, 224.0).err(),
+            Some(SceneError::NotGeoTiff("no TIFF signature".into()))
+        );
+        // a TIFF signature with nothing behind it is still refused, by GDAL
+        std::fs::write(&p, b"II*\0garbage").unwrap();
         assert!(matches!(
             tile_scene(&p, 224.0),
             Err(SceneError::Unreadable(_))
         ));
+    }
+
+    /// The verified leak: a VRT named like a NAIP scene whose bands are the process's
+    /// environment. It was cut into 9 tiles that held the S3 secret; now it is refused and
+    /// nothing of the file it names is read.
+    pub(crate) fn environ_vrt() -> String {
+        let band = |b: u32| {
+            format!(
+                r#"<VRTRasterBand dataType="Byte" band="{b}" subClass="VRTRawRasterBand">
+  <SourceFilename relativetoVRT="0">/proc/self/environ</SourceFilename>
+  <ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset><LineOffset>64</LineOffset>
+</VRTRasterBand>"#
+            )
+        };
+        format!(
+            r#"<VRTDataset rasterXSize="64" rasterYSize="64">
+<SRS>EPSG:26914</SRS><GeoTransform>485900, 5, 0, 5209247, 0, -5</GeoTransform>
+{}{}{}</VRTDataset>"#,
+            band(1),
+            band(2),
+            band(3)
+        )
+    }
+
+    #[test]
+    fn vrt_over_proc_environ_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m_0000000_ne_14_1_20200101.tif");
+        std::fs::write(&p, environ_vrt()).unwrap();
+        let err = tile_scene(&p, 45.0).err().expect("refused");
+        assert_eq!(err, SceneError::NotGeoTiff("a GDAL VRT".into()));
+        assert!(err.to_string().contains("only GeoTIFF"), "{err}");
+        // with leading whitespace too, and GDAL itself would have opened it: the file is
+        // a valid VRT, so the refusal is ours, not a parse error
+        std::fs::write(&p, format!("\n  {}", environ_vrt())).unwrap();
+        assert!(matches!(
+            tile_scene(&p, 45.0),
+            Err(SceneError::NotGeoTiff(_))
+        ));
+        let vrt = dir.path().join("check.vrt");
+        std::fs::write(&vrt, environ_vrt()).unwrap();
+        let opened = Dataset::open(&vrt).expect("the VRT is valid for GDAL's own open");
+        assert_eq!(opened.raster_count(), 3);
     }
 }
