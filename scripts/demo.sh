@@ -49,6 +49,9 @@ echo "  change report      $OUT/change.json, $OUT/change.csv"
 echo "Run record: s3://aerial/runs/demo-logistic/ (descriptor, model, predictions, metrics)."
 echo
 echo "Dashboard (runs, curves, confusion matrix, maps, change): http://127.0.0.1:9100/"
+echo "  the map over its imagery:    http://127.0.0.1:9100/jobs/demo-region/view"
+echo "  assess its accuracy / correct it and retrain: http://127.0.0.1:9100/jobs/demo-region/label?mode=assess (or mode=correct)"
+echo "  labelling token (AERIAL__DASHBOARD__TOKEN in .state/servers/env): $AERIAL__DASHBOARD__TOKEN"
 if [ -f .state/prometheus/pid ]; then echo "Prometheus: http://127.0.0.1:39090/targets"; fi
 echo "Fine-tune too: $AERIAL train --name ft-all --dataset rsscn7 --method finetune --retraining all"
 
@@ -56,8 +59,8 @@ echo "Fine-tune too: $AERIAL train --name ft-all --dataset rsscn7 --method finet
 leaks=0; nlogs=0
 while IFS= read -r -d '' f; do
   nlogs=$((nlogs + 1))
-  for s in "$AERIAL__S3__SECRET_KEY" "$AERIAL_AMQP_PASS"; do
+  for s in "$AERIAL__S3__SECRET_KEY" "$AERIAL_AMQP_PASS" "$AERIAL__DASHBOARD__TOKEN"; do
     if grep -qF -- "$s" "$f"; then echo "SECRET FOUND IN $f" >&2; leaks=1; fi
   done
 done < <(find .state -name '*.log' -print0 2>/dev/null)
-if [ "$leaks" = 0 ]; then echo "Secrets: neither the S3 secret nor the broker password is in any of the $nlogs logs under .state/."; else exit 1; fi
+if [ "$leaks" = 0 ]; then echo "Secrets: neither the S3 secret, the broker password nor the dashboard token is in any of the $nlogs logs under .state/."; else exit 1; fi

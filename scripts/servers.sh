@@ -68,6 +68,10 @@ print(f"AMQP_ADMIN_USER=aerial-admin\nAMQP_ADMIN_PASS={secrets.token_urlsafe(18)
 print(f"S3_ACCESS_KEY=aerial{secrets.token_hex(6)}\nS3_SECRET_KEY={secrets.token_urlsafe(24)}")
 PY
   fi
+  # the dashboard's write token (labelling, retraining); added to state dirs made before it
+  if ! grep -q '^DASHBOARD_TOKEN=' "$STATE/credentials"; then
+    (umask 077; python3 -c 'import secrets; print(f"DASHBOARD_TOKEN={secrets.token_urlsafe(24)}")' >> "$STATE/credentials")
+  fi
 }
 
 # +sbwt none...: Erlang schedulers otherwise spin-wait for work, CPU that the services
@@ -175,6 +179,7 @@ AERIAL__S3__ENDPOINT=http://127.0.0.1:$S3_PORT
 AERIAL__AMQP__MANAGEMENT_URL=http://127.0.0.1:$MGMT_PORT
 AERIAL__S3__ACCESS_KEY=$S3_ACCESS_KEY
 AERIAL__S3__SECRET_KEY=$S3_SECRET_KEY
+AERIAL__DASHBOARD__TOKEN=$DASHBOARD_TOKEN
 AERIAL_RABBITMQ_MANAGEMENT=http://127.0.0.1:$MGMT_PORT
 AERIAL_RABBITMQ_PROMETHEUS=http://127.0.0.1:$RMQ_PROM_PORT
 AERIAL_AMQP_USER=$AMQP_USER

@@ -1,10 +1,12 @@
-//! Classifiers on frozen CNN features: multinomial logistic regression (`linfa-logistic`) and
-//! a random forest (`linfa-ensemble`), both behind a per-feature standardiser, stored as JSON
-//! so train writes and score/evaluate read the same thing.
+//! Classifiers on frozen CNN features: multinomial logistic regression (our L-BFGS fit in
+//! [`crate::logistic`]; runs fitted earlier by `linfa-logistic` still load) and a random forest
+//! (`linfa-ensemble`), both behind a per-feature standardiser, stored as JSON so train writes
+//! and score/evaluate read the same thing.
 
+use crate::logistic::{Lbfgs, Softmax};
 use linfa::prelude::*;
 use linfa_ensemble::RandomForestParams;
-use linfa_logistic::{MultiFittedLogisticRegression, MultiLogisticRegression};
+use linfa_logistic::MultiFittedLogisticRegression;
 use linfa_trees::DecisionTree;
 use ndarray::{Array1, Array2, Axis};
 use rand::SeedableRng;
@@ -54,7 +56,17 @@ impl Standardizer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClassicModel {
-    /// Multinomial logistic regression.
+    /// Multinomial logistic regression fitted by [`crate::logistic`] (`"kind": "softmax"`).
+    Softmax {
+        /// Feature scaling.
+        scaler: Standardizer,
+        /// Weights and intercepts.
+        model: Softmax,
+        /// Number of labels.
+        n_classes: usize,
+    },
+    /// Multinomial logistic regression fitted by `linfa-logistic` (runs made before the
+    /// L-BFGS fit; read, no longer written).
     Logistic {
         /// Feature scaling.
         scaler: Standardizer,
@@ -95,7 +107,8 @@ fn check(x: &Array2<f64>, y: &[usize], n_classes: usize) -> Result<(), FitError>
 }
 
 impl ClassicModel {
-    /// Fits logistic regression with L2 strength `l2` for at most `iterations` L-BFGS steps.
+    /// Fits multinomial logistic regression with L2 strength `l2` (scikit-learn's `1 / C`: the
+    /// summed cross-entropy plus `l2 / 2 · ‖W‖²`) for at most `iterations` L-BFGS steps.
     pub fn fit_logistic(
         mut x: Array2<f64>,
         y: &[usize],
@@ -104,15 +117,31 @@ impl ClassicModel {
         l2: f64,
     ) -> Result<Self, FitError> {
         check(&x, y, n_classes)?;
+        if !(l2.is_finite() && l2 >= 0.0) {
+            return Err(FitError::Data(format!(
+                "l2 strength {l2} is not a finite number >= 0"
+            )));
+        }
         let scaler = Standardizer::fit(&x);
         scaler.apply(&mut x);
-        let ds = Dataset::new(x, Array1::from(y.to_vec()));
-        let model = MultiLogisticRegression::default()
-            .max_iterations(iterations)
-            .alpha(l2)
-            .fit(&ds)
-            .map_err(|e| FitError::Linfa(e.to_string()))?;
-        Ok(Self::Logistic {
+        let opts = Lbfgs {
+            max_iterations: iterations.max(1) as usize,
+            ..Lbfgs::default()
+        };
+        let (model, report) = Softmax::fit(x.view(), y, n_classes, l2, opts);
+        tracing::info!(
+            iterations = report.iterations,
+            evaluations = report.evaluations,
+            objective = report.objective,
+            converged = report.converged,
+            "logistic fit"
+        );
+        if !report.objective.is_finite() {
+            return Err(FitError::Linfa(
+                "the fit diverged (objective not finite)".into(),
+            ));
+        }
+        Ok(Self::Softmax {
             scaler,
             model,
             n_classes,
@@ -153,6 +182,10 @@ impl ClassicModel {
     /// Class probabilities, `[rows, n_classes]`.
     pub fn predict_proba(&self, mut x: Array2<f64>) -> Array2<f64> {
         match self {
+            Self::Softmax { scaler, model, .. } => {
+                scaler.apply(&mut x);
+                model.predict_proba(x.view())
+            }
             Self::Logistic {
                 scaler,
                 model,
@@ -221,8 +254,31 @@ mod tests {
     #[test]
     fn both_models_separate_blobs_and_survive_json() {
         let (x, y) = blobs();
+        // a run fitted before the L-BFGS fit: linfa's model, `"kind": "logistic"`
+        let legacy = {
+            let mut xs = x.clone();
+            let scaler = Standardizer::fit(&xs);
+            scaler.apply(&mut xs);
+            let model = linfa_logistic::MultiLogisticRegression::default()
+                .max_iterations(50)
+                .fit(&Dataset::new(xs, Array1::from(y.clone())))
+                .unwrap();
+            ClassicModel::Logistic {
+                scaler,
+                model,
+                n_classes: 3,
+            }
+        };
+        assert!(serde_json::to_string(&legacy)
+            .unwrap()
+            .starts_with(r#"{"kind":"logistic""#));
+        let fitted = ClassicModel::fit_logistic(x.clone(), &y, 3, 100, 1.0).unwrap();
+        assert!(serde_json::to_string(&fitted)
+            .unwrap()
+            .starts_with(r#"{"kind":"softmax""#));
         for m in [
-            ClassicModel::fit_logistic(x.clone(), &y, 3, 100, 0.01).unwrap(),
+            fitted,
+            legacy,
             ClassicModel::fit_forest(x.clone(), &y, 3, 15, 4, 1).unwrap(),
         ] {
             let back: ClassicModel =

@@ -29,6 +29,18 @@ pub struct Settings {
     pub worker: WorkerSettings,
     /// Where backbones live on local disk.
     pub models: ModelSettings,
+    /// The dashboard's write access (labelling, retraining).
+    #[serde(default)]
+    pub dashboard: DashboardSettings,
+}
+
+/// Who may write through the dashboard.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DashboardSettings {
+    /// Bearer token that labelling and retraining requests must carry; without one the
+    /// dashboard stays read-only. Secret: never logged or shown.
+    #[serde(default)]
+    pub token: Option<SecretString>,
 }
 
 /// RabbitMQ connection settings.
@@ -57,7 +69,8 @@ pub fn redact_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
         return "***".into();
     };
-    match rest.split_once('@') {
+    // the host part follows the last '@': a password may hold '@' itself
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{scheme}://{user}:***@{host}")
@@ -219,6 +232,11 @@ mod tests {
             "amqp://bob:***@127.0.0.1:5672/%2f"
         );
         assert!(!redact_uri("amqps://u:p4ss@h:5671/v").contains("p4ss"));
+        // a password holding '@' is hidden whole
+        assert_eq!(
+            redact_uri("amqp://bob:p@ss@w0rd@h:5672/v"),
+            "amqp://bob:***@h:5672/v"
+        );
         assert!(!format!("{:?}", SecretString::from("topsecret")).contains("topsecret"));
     }
 

@@ -153,7 +153,10 @@ impl FeatureIndex {
 
 /// A shard's tile ids from its header: usually one ranged GET, two for a long header.
 /// The inner error is a shard that is not ours to read.
-async fn header_ids(store: &Store, key: &str) -> Result<Result<Vec<String>, String>, StoreError> {
+pub async fn header_ids(
+    store: &Store,
+    key: &str,
+) -> Result<Result<Vec<String>, String>, StoreError> {
     let start = store
         .get_range(key, 0, shards::HEADER_PROBE_BYTES as u64)
         .await?;

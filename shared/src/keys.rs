@@ -117,6 +117,26 @@ pub fn manifest_part(dataset: &str, job_id: &str) -> String {
     format!("{}{job_id}.csv", manifest_prefix(dataset))
 }
 
+/// Correction label records of a labels dataset (one JSON per tile, who and when).
+pub fn label_records_prefix(dataset: &str) -> String {
+    format!("datasets/{dataset}/labels/")
+}
+
+/// Assessment sample designs of a region dataset.
+pub fn assessments_prefix(dataset: &str) -> String {
+    format!("datasets/{dataset}/assessments/")
+}
+
+/// One assessment's sample design.
+pub fn assessment_design(dataset: &str, name: &str) -> String {
+    format!("{}{name}/design.json", assessments_prefix(dataset))
+}
+
+/// One assessment's reference labels (one JSON per sampled tile).
+pub fn assessment_labels_prefix(dataset: &str, name: &str) -> String {
+    format!("{}{name}/labels/", assessments_prefix(dataset))
+}
+
 /// Progress/summary record of a job (ingest or score).
 pub fn job_status(job_id: &str) -> String {
     format!("jobs/{job_id}/status.json")
@@ -130,6 +150,12 @@ pub fn features_prefix(dataset: &str, backbone: &str) -> String {
 /// Prefix of a dataset's feature shards for a backbone (the only record of its features).
 pub fn feature_shards_prefix(dataset: &str, backbone: &str) -> String {
     format!("{}shards/", features_prefix(dataset, backbone))
+}
+
+/// Features the score replicas keep of a dataset's tiles, by tile content: shards in the
+/// featurize format whose row ids are the tiles' sha256 (see the score service).
+pub fn feature_cache_prefix(dataset: &str, backbone: &str) -> String {
+    format!("{}by-content/", features_prefix(dataset, backbone))
 }
 
 /// One feature shard, named by a hash of its sorted tile ids so a redelivered batch overwrites.
@@ -183,12 +209,20 @@ pub const OUTPUT_GEOJSON: &str = "tiles.geojson";
 pub const OUTPUT_CHANGE: &str = "change.json";
 /// Score job output: the changed tiles, one per line.
 pub const OUTPUT_CHANGE_CSV: &str = "change.csv";
+/// Score job output: accuracy assessment of the map (Olofsson et al. estimators), JSON.
+pub const OUTPUT_ACCURACY: &str = "accuracy.json";
 /// Score job output: the job report, written last.
 pub const OUTPUT_SUMMARY: &str = "summary.json";
 
 /// Score job output: a date's class raster.
 pub fn output_geotiff(date: &str) -> String {
     format!("map_{date}.tif")
+}
+
+/// Score job output: the accuracy assessment of a date's map as CSV (per class, overall,
+/// confusion matrix).
+pub fn output_accuracy_csv(date: &str) -> String {
+    format!("accuracy_{date}.csv")
 }
 
 /// Score job output: a date's map image.

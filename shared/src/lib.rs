@@ -1,5 +1,6 @@
 //! The aerial shared library: everything the services have in common, defined once.
 
+pub mod accuracy;
 pub mod broker;
 pub mod change;
 pub mod classifier;
@@ -8,9 +9,12 @@ pub mod evaluation;
 pub mod feature_index;
 pub mod imaging;
 pub mod keys;
+pub mod labels;
+pub mod logistic;
 pub mod malloc;
 pub mod manifest;
 pub mod messages;
+pub mod palette;
 pub mod predictions;
 pub mod runs;
 pub mod service;

@@ -46,8 +46,14 @@ pub struct ManifestRow {
     pub lat_max: Option<f64>,
     /// sha256 of the tile bytes.
     pub sha256: String,
-    /// Input file the tile came from.
+    /// Input file the tile came from (for labels: `<region>:<score job>`).
     pub source: String,
+    /// Who labelled the tile, for labels given in the dashboard (absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_by: Option<String>,
+    /// When, for labels given in the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labelled_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ManifestRow {
@@ -78,6 +84,8 @@ impl ManifestRow {
             lat_max: g.map(|g| g.lonlat_bounds[3]),
             sha256: tile.sha256.clone(),
             source: source.to_string(),
+            labelled_by: None,
+            labelled_at: None,
         }
     }
 
@@ -186,9 +194,20 @@ mod tests {
             backbone: "mobilenet_v2".into(),
         };
         let rows = vec![ManifestRow::from_tile(&t, "a.tif")];
-        let back = from_csv(&to_csv(&rows)).unwrap();
+        let csv = to_csv(&rows);
+        assert!(
+            !String::from_utf8_lossy(&csv).contains("labelled_by"),
+            "scene rows keep the old columns"
+        );
+        let back = from_csv(&csv).unwrap();
         assert_eq!(back, rows);
         assert_eq!(back[0].to_tile("d", "mobilenet_v2"), t);
+        // a label given in the dashboard carries who and when
+        let mut row = ManifestRow::from_tile(&t, "region:job-1");
+        row.labelled_by = Some("ann".into());
+        row.labelled_at = Some("2026-11-30T20:00:00Z".parse().unwrap());
+        let back = from_csv(&to_csv(std::slice::from_ref(&row))).unwrap();
+        assert_eq!(back, vec![row]);
     }
 
     #[test]

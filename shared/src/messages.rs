@@ -246,6 +246,10 @@ pub struct TrainJob {
     pub run: String,
     /// Labelled dataset to learn from.
     pub dataset: String,
+    /// More labelled datasets learnt from together with `dataset` (e.g. a region's own labels
+    /// beside rsscn7: `aerial train --dataset rsscn7,region-labels`); classic methods only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     /// Backbone whose features (or weights) are used.
     pub backbone: String,
     /// Learning method.

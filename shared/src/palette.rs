@@ -4,18 +4,17 @@
 /// Colour of cells with no prediction.
 pub const NO_DATA: [u8; 3] = [200, 200, 200];
 
-/// Fallback colours, in label order, for labels without a fixed colour.
-const FALLBACK: [[u8; 3]; 10] = [
-    [31, 119, 180],
+/// Fallback colours, in label order, for labels without a fixed colour: none of them close
+/// to a fixed class colour (a new `cropland` must not read as `river_lake`).
+const FALLBACK: [[u8; 3]; 8] = [
     [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
     [227, 119, 194],
-    [127, 127, 127],
     [188, 189, 34],
     [23, 190, 207],
+    [128, 0, 0],
+    [255, 255, 255],
+    [0, 128, 128],
+    [0, 0, 0],
 ];
 
 /// Colour of a label (by name when known, else by its index).
@@ -28,6 +27,8 @@ pub fn colour(label: &str, index: usize) -> [u8; 3] {
         "parking" => [90, 90, 90],
         "resident" => [220, 60, 50],
         "river_lake" => [40, 110, 220],
+        // the class analysts add most on farmland (RSSCN7's `field` is bare soil)
+        "cropland" => [205, 133, 63],
         _ => FALLBACK[index % FALLBACK.len()],
     }
 }
@@ -56,5 +57,19 @@ mod tests {
         c.sort();
         c.dedup();
         assert_eq!(c.len(), names.len() + 1);
+        // a class an analyst adds gets a colour unlike every fixed one
+        let dist = |a: [u8; 3], b: [u8; 3]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (f64::from(*x) - f64::from(y)).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        for i in 0..FALLBACK.len() {
+            for fixed in &c {
+                assert!(dist(colour("new_class", i), *fixed) > 60.0, "{i}");
+            }
+        }
+        assert!(dist(colour("cropland", 0), colour("river_lake", 6)) > 150.0);
     }
 }

@@ -64,6 +64,9 @@ pub struct RunDescriptor {
     pub params: TrainParams,
     /// Training dataset.
     pub dataset: String,
+    /// More datasets learnt from with it (absent for runs of one dataset).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     /// Share of each class's training tiles used.
     pub sample_frac: f64,
     /// Seed.
@@ -88,6 +91,7 @@ impl RunDescriptor {
             retraining: job.params.retraining,
             params: job.params.clone(),
             dataset: job.dataset.clone(),
+            also: job.also.clone(),
             sample_frac: job.sample_frac,
             seed: job.seed,
             labels,

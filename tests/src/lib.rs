@@ -128,11 +128,13 @@ pub fn record_reliability(scenario: &str, row: serde_json::Value) {
 }
 
 impl Servers {
-    /// The S3 secret key and broker password of these servers, to grep outputs for.
-    pub fn secrets(&self) -> [String; 2] {
+    /// The S3 secret key, broker password and dashboard token of these servers, to grep
+    /// outputs for.
+    pub fn secrets(&self) -> [String; 3] {
         [
             self.var("AERIAL__S3__SECRET_KEY").to_string(),
             self.var("AERIAL_AMQP_PASS").to_string(),
+            self.var("AERIAL__DASHBOARD__TOKEN").to_string(),
         ]
     }
 

@@ -44,7 +44,9 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     // the verified leak: a VRT named like a NAIP scene, its pixels the ingest service's
     // environment (S3 secret and AMQP password); it must be refused, not cut into tiles
     let vrt = bad.path().join("m_0000000_ne_14_1_20200101.tif");
-    let band = |b| format!("<VRTRasterBand dataType=\"Byte\" band=\"{b}\" subClass=\"VRTRawRasterBand\"><SourceFilename relativetoVRT=\"0\">/proc/self/environ</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset><LineOffset>64</LineOffset></VRTRasterBand>");
+    let band = |b| {
+        format!("<VRTRasterBand dataType=\"Byte\" band=\"{b}\" subClass=\"VRTRawRasterBand\"><SourceFilename relativetoVRT=\"0\">/proc/self/environ</SourceFilename><ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset><LineOffset>64</LineOffset></VRTRasterBand>")
+    };
     std::fs::write(
         &vrt,
         format!("<VRTDataset rasterXSize=\"64\" rasterYSize=\"64\"><SRS>EPSG:26914</SRS><GeoTransform>485900, 5, 0, 5209247, 0, -5</GeoTransform>{}{}{}</VRTDataset>", band(1), band(2), band(3)),
@@ -82,8 +84,9 @@ async fn region_scenes_become_one_dated_geo_dataset() {
         "{out}"
     );
     assert!(
-        out.lines().any(|l| l.contains("m_0000000_ne_14_1_20200101.tif")
-            && l.contains("not a GeoTIFF (a GDAL VRT)")),
+        out.lines()
+            .any(|l| l.contains("m_0000000_ne_14_1_20200101.tif")
+                && l.contains("not a GeoTIFF (a GDAL VRT)")),
         "{out}"
     );
 

@@ -1,5 +1,6 @@
 //! `aerial`: publishes jobs to the pipeline and reads their progress and results from S3.
 
+mod accuracy;
 mod evaluate;
 mod features;
 mod ingest;
@@ -83,6 +84,10 @@ enum Cmd {
         /// With --change: 3×3 plurality smoothing first.
         #[arg(long)]
         smooth: bool,
+        /// Instead, the map's accuracy on the analysts' assessment labels (overall, user's,
+        /// producer's, error-adjusted area per class, 95 % intervals).
+        #[arg(long, conflicts_with = "change")]
+        accuracy: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -117,10 +122,17 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Score(args) => score::run(&settings, args).await,
         Cmd::Results {
             job,
+            accuracy: true,
+            json,
+            ..
+        } => accuracy::run(&settings, &job, json).await,
+        Cmd::Results {
+            job,
             out,
             change,
             smooth,
             json,
+            ..
         } => {
             let change = change.map(|d| (d[0].clone(), d[1].clone(), smooth));
             score::results(&settings, &job, out, change, json).await

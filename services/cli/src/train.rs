@@ -38,7 +38,8 @@ pub struct TrainArgs {
     /// Run name (unique).
     #[arg(long)]
     name: String,
-    /// Labelled dataset.
+    /// Labelled dataset, or several separated by commas (`rsscn7,region-labels`: their
+    /// training tiles are learnt together; classic methods only).
     #[arg(long)]
     dataset: String,
     /// Backbone.
@@ -56,7 +57,8 @@ pub struct TrainArgs {
     /// Minibatch (finetune).
     #[arg(long)]
     batch: Option<u32>,
-    /// Learning rate (finetune) or L2 strength (logistic).
+    /// Learning rate (finetune) or L2 strength (logistic: scikit-learn's 1/C, on the summed
+    /// loss of standardised features; default 1).
     #[arg(long)]
     lr: Option<f64>,
     /// Trees (random forest).
@@ -84,14 +86,28 @@ fn job(a: &TrainArgs) -> TrainJob {
         MethodArg::Finetune => Method::Finetune,
     };
     let (epochs, lr) = match method {
-        Method::Logistic => (200, 0.01),
+        // L2 = 1 / C with scikit-learn's default C = 1, not tuned on any validation split
+        Method::Logistic => (500, 1.0),
         Method::RandomForest => (1, 0.0),
         Method::Finetune => (5, 0.01),
     };
     let forest = method == Method::RandomForest;
     TrainJob {
         run: a.name.clone(),
-        dataset: a.dataset.clone(),
+        dataset: a
+            .dataset
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        also: a
+            .dataset
+            .split(',')
+            .skip(1)
+            .map(|d| d.trim().to_string())
+            .filter(|d| !d.is_empty())
+            .collect(),
         backbone: a.backbone.clone(),
         method,
         sample_frac: a.sample_frac,

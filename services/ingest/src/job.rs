@@ -306,8 +306,8 @@ impl Ingester {
             // GDAL reads files: give it a private copy alone in a private directory, so
             // that no side-car file of someone else's can be picked up beside it
             let cut = tokio::task::spawn_blocking(move || {
-                let dir =
-                    tempfile::tempdir().map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
+                let dir = tempfile::tempdir()
+                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
                 let path = dir.path().join("scene.tif");
                 std::fs::write(&path, &bytes)
                     .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;

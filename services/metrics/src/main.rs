@@ -8,6 +8,10 @@
 //! - Serves the read-only JSON API (`/api/runs`, `/api/runs/{id}`, `/api/compare?runs=a,b`,
 //!   `/api/jobs`, `/api/jobs/{id}`) and the HTML dashboard (`/`), both read from the run
 //!   and job records in S3, which are the durable history.
+//! - Serves each finished map over its imagery (`/jobs/{id}/view`) and the labelling page
+//!   (`/jobs/{id}/label`): with the dashboard token, analysts label assessment samples and
+//!   corrections (stored in S3), and ask for a retrain (publishes `train.jobs`, and the
+//!   corrections to `featurize.tiles`) and a new map (publishes `score.jobs`).
 //!
 //! [`Event`]: aerial_shared::messages::Event
 
@@ -16,6 +20,11 @@ mod charts;
 mod events;
 mod history;
 mod inventory;
+mod label_pages;
+// its helpers return the finished error response itself, as axum handlers do
+#[allow(clippy::result_large_err)]
+mod labelling;
+mod maps;
 mod pages;
 mod queues;
 
@@ -24,8 +33,16 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let app = service::start_with_routes("metrics", |_, store, _| {
-        api::routes(store.clone()).merge(pages::routes(store.clone()))
+    let app = service::start_with_routes("metrics", |settings, store, _| {
+        let labelling = labelling::Labelling::new(
+            store.clone(),
+            settings.dashboard.token.clone(),
+            settings.amqp.clone(),
+        );
+        api::routes(store.clone())
+            .merge(pages::routes(store.clone()))
+            .merge(label_pages::routes(store.clone()))
+            .merge(labelling::routes(labelling))
     })
     .await?;
     tracing::info!(dashboard = %format!("http://{}/", app.http_addr), "dashboard up");

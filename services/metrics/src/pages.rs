@@ -1,5 +1,6 @@
 //! The dashboard: server-rendered HTML (maud escapes every value), inline SVG charts, map
-//! images served from the job's outputs. Read-only: every route is a GET.
+//! images served from the job's outputs. Every route here is a GET; the labelling writes are
+//! in `labelling.rs`, behind the dashboard token.
 
 use crate::api::{error, CompareQuery};
 use crate::charts::{heat, line_chart, Series};
@@ -227,6 +228,11 @@ async fn job(
             @let shown = q.date.clone().filter(|x| sum.tiles_per_date.contains_key(x))
                 .or_else(|| dates.first().map(|x| x.to_string())).unwrap_or_default();
             h2 { "Map" }
+            p #maplinks {
+                a href=(format!("/jobs/{}/view", st.job_id)) { "view over the imagery" } " · "
+                a href=(format!("/jobs/{}/label?mode=assess", st.job_id)) { "assess its accuracy" } " · "
+                a href=(format!("/jobs/{}/label?mode=correct", st.job_id)) { "correct it and retrain" }
+            }
             p { @for dt in &dates {
                 @if **dt == shown { strong { (dt) } " " } @else { a href=(format!("/jobs/{}?date={}", st.job_id, dt)) { (dt) } " " }
             } }

@@ -1,7 +1,7 @@
 //! A per-date class raster as GeoTIFF: one pixel per tile, the tiles' CRS and transform,
 //! a colour table, and the class names in the band metadata (`class_<index>`).
 
-use crate::palette;
+use aerial_shared::palette;
 use aerial_shared::predictions::PredictionRow;
 use gdal::raster::{Buffer, ColorEntry, ColorTable, PaletteInterpretation};
 use gdal::spatial_ref::SpatialRef;

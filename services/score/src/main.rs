@@ -20,10 +20,10 @@
 mod assemble;
 mod coordinator;
 mod fanout;
+mod feature_cache;
 mod geotiff;
 mod mapimage;
 mod models;
-mod palette;
 mod scorer;
 
 use aerial_featurize::backbone::Inference;

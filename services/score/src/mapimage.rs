@@ -1,7 +1,7 @@
 //! A per-date land-use map as PNG: one square per tile in its class colour, a title, and a
 //! legend naming each class (drawn with an embedded 8×8 bitmap font, so no font files).
 
-use crate::palette;
+use aerial_shared::palette;
 use image::{Rgb, RgbImage};
 
 const MARGIN: u32 = 12;

@@ -2,6 +2,7 @@
 //! the inference workers, classify, write the batch's predictions, tell the coordinator, and
 //! only then let the runtime ack.
 
+use crate::feature_cache::FeatureCache;
 use crate::models::{Models, RunModel, Scoring};
 use aerial_featurize::backbone::{InferError, Inference};
 use aerial_shared::{
@@ -25,6 +26,7 @@ pub struct Scorer {
     inference: Inference,
     telemetry: Telemetry,
     models: Models,
+    cache: FeatureCache,
     replica: String,
 }
 
@@ -40,6 +42,7 @@ impl Scorer {
             inference,
             telemetry,
             models: Models::default(),
+            cache: FeatureCache::default(),
             replica,
         }
     }
@@ -78,27 +81,63 @@ impl Scorer {
         Outcome::Dead(reason)
     }
 
-    /// Class probabilities `[n, labels]` of `n` preprocessed tiles with the run's model.
+    /// Class probabilities `[n, labels]` of the `ok` tiles: `input` holds the preprocessed
+    /// tiles without cached features, in order. A classic run's new features join the cache.
     async fn classify(
         &self,
         model: &Arc<RunModel>,
+        ok: &[(usize, ScoreTile, Option<Vec<f32>>)],
         input: Vec<f32>,
-        n: usize,
     ) -> Result<Array2<f64>, InferError> {
+        let n = ok.len();
         match &model.scoring {
             Scoring::Classic(classifier) => {
-                let features = self
-                    .inference
-                    .features(&model.descriptor.backbone, input, n)
-                    .await?;
+                let misses: Vec<&ScoreTile> = ok
+                    .iter()
+                    .filter(|(_, _, c)| c.is_none())
+                    .map(|(_, st, _)| st)
+                    .collect();
+                let backbone = &model.descriptor.backbone;
+                let computed = if misses.is_empty() {
+                    Vec::new()
+                } else {
+                    self.inference
+                        .features(backbone, input, misses.len())
+                        .await?
+                };
+                let dim = if misses.is_empty() {
+                    ok[0].2.as_ref().map_or(0, Vec::len)
+                } else {
+                    computed.len() / misses.len()
+                };
+                if !misses.is_empty() {
+                    let shas = misses.iter().map(|st| st.tile.sha256.clone()).collect();
+                    let ds = &misses[0].tile.dataset;
+                    if let Err(e) = self
+                        .cache
+                        .put(&self.store, ds, backbone, shas, computed.clone(), dim)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "feature cache not written");
+                    }
+                }
+                let mut x = Vec::with_capacity(n * dim);
+                let mut fresh = computed.chunks(dim.max(1));
+                for (_, _, c) in ok {
+                    match c {
+                        Some(v) => x.extend(v.iter().map(|&f| f64::from(f))),
+                        None => x.extend(
+                            fresh
+                                .next()
+                                .expect("one row per miss")
+                                .iter()
+                                .map(|&f| f64::from(f)),
+                        ),
+                    }
+                }
                 let c = classifier.clone();
                 Ok(tokio::task::spawn_blocking(move || {
-                    let dim = features.len() / n;
-                    let x = Array2::from_shape_vec(
-                        (n, dim),
-                        features.into_iter().map(f64::from).collect(),
-                    )
-                    .expect("features are n × dim");
+                    let x = Array2::from_shape_vec((n, dim), x).expect("features are n × dim");
                     c.predict_proba(x)
                 })
                 .await
@@ -140,17 +179,48 @@ impl Scorer {
             }
         };
         let started = std::time::Instant::now();
+        // classic runs: tiles whose content the cache knows skip the fetch and the CNN
+        let mut cached = vec![None; tiles.len()];
+        if matches!(model.scoring, Scoring::Classic(_)) {
+            let shas: Vec<&str> = tiles
+                .iter()
+                .map(|(_, st)| st.tile.sha256.as_str())
+                .collect();
+            match self
+                .cache
+                .lookup(
+                    &self.store,
+                    &tiles[0].1.tile.dataset,
+                    &model.descriptor.backbone,
+                    &shas,
+                )
+                .await
+            {
+                Ok(c) => cached = c,
+                Err(e) => tracing::warn!(error = %e, "feature cache unavailable; computing"),
+            }
+        }
         let fetched = {
-            let refs: Vec<&_> = tiles.iter().map(|(_, st)| &st.tile).collect();
+            let refs: Vec<&_> = tiles
+                .iter()
+                .zip(&cached)
+                .filter(|(_, c)| c.is_none())
+                .map(|((_, st), _)| &st.tile)
+                .collect();
             tile_fetch::fetch_tensors(&self.store, &refs).await
         };
+        let mut fetched = fetched.into_iter();
         let mut input = Vec::new();
-        let mut ok: Vec<(usize, ScoreTile)> = Vec::new();
-        for ((i, st), r) in tiles.into_iter().zip(fetched) {
-            match r {
+        let mut ok: Vec<(usize, ScoreTile, Option<Vec<f32>>)> = Vec::new();
+        for ((i, st), c) in tiles.into_iter().zip(cached) {
+            if c.is_some() {
+                ok.push((i, st, c));
+                continue;
+            }
+            match fetched.next().expect("one fetch per uncached tile") {
                 Ok(x) => {
                     input.extend_from_slice(&x);
-                    ok.push((i, st));
+                    ok.push((i, st, None));
                 }
                 Err(FetchError::Bad(reason)) => out.push((i, self.refuse(ctx, &st, reason).await)),
                 Err(FetchError::Transient(transient)) => out.push((i, Outcome::Retry(transient))),
@@ -161,7 +231,7 @@ impl Scorer {
         }
         let n = ok.len();
         let fetched_at = std::time::Instant::now();
-        let probs = match self.classify(&model, input, n).await {
+        let probs = match self.classify(&model, &ok, input).await {
             Ok(p) => p,
             Err(e) => {
                 self.telemetry
@@ -169,7 +239,10 @@ impl Scorer {
                     .errors
                     .with_label_values(&["inference"])
                     .inc();
-                out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Retry(e.to_string()))));
+                out.extend(
+                    ok.iter()
+                        .map(|(i, _, _)| (*i, Outcome::Retry(e.to_string()))),
+                );
                 return out;
             }
         };
@@ -180,7 +253,7 @@ impl Scorer {
             .iter()
             .zip(best)
             .zip(probs.rows())
-            .map(|(((_, st), b), p)| {
+            .map(|(((_, st, _), b), p)| {
                 PredictionRow::new(
                     &st.tile,
                     labels[b].clone(),
@@ -219,9 +292,9 @@ impl Scorer {
                     .tiles
                     .with_label_values(&[ok[0].1.tile.dataset.as_str()])
                     .inc_by(n as u64);
-                out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Ack)));
+                out.extend(ok.iter().map(|(i, _, _)| (*i, Outcome::Ack)));
             }
-            Err(e) => out.extend(ok.iter().map(|(i, _)| (*i, Outcome::Retry(e.clone())))),
+            Err(e) => out.extend(ok.iter().map(|(i, _, _)| (*i, Outcome::Retry(e.clone())))),
         }
         out
     }

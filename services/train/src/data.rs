@@ -63,6 +63,33 @@ pub fn stratified_sample<T: Clone>(items: &[(T, usize)], frac: f64, seed: u64) -
     out
 }
 
+/// Labelled items: (id, label index).
+type Items<T> = Vec<(T, usize)>;
+
+/// Splits `frac` of each label's items (at least one, never a label's only item) off `items`,
+/// seeded: (kept, held out).
+pub fn hold_out<T: Clone + Ord>(items: Items<T>, frac: f64, seed: u64) -> (Items<T>, Items<T>) {
+    let mut by_label: BTreeMap<usize, Items<T>> = BTreeMap::new();
+    for it in items {
+        by_label.entry(it.1).or_default().push(it);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut kept, mut held) = (Vec::new(), Vec::new());
+    for (_, mut group) in by_label {
+        group.shuffle(&mut rng);
+        let n = if group.len() < 2 {
+            0
+        } else {
+            ((group.len() as f64 * frac).round() as usize).clamp(1, group.len() - 1)
+        };
+        held.extend(group.drain(..n));
+        kept.extend(group);
+    }
+    kept.sort();
+    held.sort();
+    (kept, held)
+}
+
 /// Loads every feature vector of `dataset`/`backbone`, keyed by tile id.
 pub async fn load_features(
     store: &Store,
@@ -84,27 +111,51 @@ pub async fn load_features(
     Ok((out, dim))
 }
 
-/// Builds the train/val matrices of a labelled dataset.
+/// Builds the train/val matrices of one labelled dataset or several learnt together
+/// (`datasets[0]` first; tiles of the others are named `<dataset>:<tile id>` in the run's
+/// records, so ids cannot collide). Labels are the sorted union of all their labels.
 pub async fn load(
     store: &Store,
-    dataset: &str,
+    datasets: &[String],
     backbone: &str,
     sample_frac: f64,
     seed: u64,
 ) -> Result<Data, DataError> {
-    let rows = manifest::load(store, dataset).await?;
-    let labelled: Vec<_> = rows
-        .iter()
-        .filter(|r| !r.label.is_empty() && !r.split.is_empty())
-        .collect();
-    if labelled.is_empty() {
-        return Err(DataError::Unusable(format!(
-            "dataset {dataset} has no labelled tiles"
-        )));
+    let mut labelled = Vec::new();
+    let mut features = HashMap::new();
+    let mut dim = 0;
+    for (k, dataset) in datasets.iter().enumerate() {
+        let rows = manifest::load(store, dataset).await?;
+        let before = labelled.len();
+        let name = |id: &str| {
+            if k == 0 {
+                id.to_string()
+            } else {
+                format!("{dataset}:{id}")
+            }
+        };
+        labelled.extend(
+            rows.into_iter()
+                .filter(|r| !r.label.is_empty() && !r.split.is_empty())
+                .map(|r| (name(&r.id), r.label, r.split)),
+        );
+        if labelled.len() == before {
+            return Err(DataError::Unusable(format!(
+                "dataset {dataset} has no labelled tiles"
+            )));
+        }
+        let (f, d) = load_features(store, dataset, backbone).await?;
+        if dim != 0 && d != 0 && d != dim {
+            return Err(DataError::Unusable(format!(
+                "dataset {dataset} has {d}-wide features, the others {dim}"
+            )));
+        }
+        dim = dim.max(d);
+        features.extend(f.into_iter().map(|(id, v)| (name(&id), v)));
     }
     let labels: Vec<String> = labelled
         .iter()
-        .map(|r| r.label.clone())
+        .map(|r| r.1.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -113,23 +164,32 @@ pub async fn load(
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
-    let (features, dim) = load_features(store, dataset, backbone).await?;
     let mut train = Vec::new();
     let mut val = Vec::new();
     let mut missing = 0;
-    for r in labelled {
-        if !features.contains_key(&r.id) {
+    for (id, label, split) in &labelled {
+        if !features.contains_key(id) {
             missing += 1;
             continue;
         }
-        let item = (r.id.clone(), index[r.label.as_str()]);
-        match r.split.as_str() {
+        let item = (id.clone(), index[label.as_str()]);
+        match split.as_str() {
             s if s == Split::Val.as_str() => val.push(item),
             _ => train.push(item),
         }
     }
     train.sort();
     val.sort();
+    if val.is_empty() {
+        // a dataset of labels alone (corrections are all `train`): hold out a seeded fifth
+        // of each label that has at least two tiles, so the run still reports validation
+        (train, val) = hold_out(train, 0.2, seed);
+        tracing::info!(
+            val = val.len(),
+            seed,
+            "no val split: a fifth of each label held out"
+        );
+    }
     let train = stratified_sample(&train, sample_frac, seed);
     let to_part = |items: Vec<(String, usize)>| {
         let mut x = Array2::<f64>::zeros((items.len(), dim));
@@ -174,5 +234,25 @@ mod tests {
             stratified_sample(&items, 0.25, 10)
         );
         assert_eq!(stratified_sample(&items, 1.0, 9).len(), 120);
+    }
+
+    #[test]
+    fn hold_out_keeps_every_label_trainable() {
+        let mut items = vec![("lonely".to_string(), 3)];
+        for c in 0..3 {
+            for i in 0..10 {
+                items.push((format!("{c}-{i}"), c));
+            }
+        }
+        let (kept, held) = hold_out(items.clone(), 0.2, 4);
+        assert_eq!(kept.len() + held.len(), items.len());
+        for c in 0..3 {
+            assert_eq!(held.iter().filter(|(_, l)| *l == c).count(), 2);
+        }
+        assert!(
+            kept.iter().any(|(_, l)| *l == 3),
+            "a label's only tile stays in train"
+        );
+        assert_eq!(hold_out(items, 0.2, 4).1, held, "seeded");
     }
 }

@@ -41,18 +41,32 @@ impl Trainer {
     async fn featurized(
         &self,
         job: &TrainJob,
-        index: &mut FeatureIndex,
+        indexes: &mut [FeatureIndex],
     ) -> Result<(usize, usize), StoreError> {
-        let rows = aerial_shared::manifest::load(&self.store, &job.dataset).await?;
-        index.refresh(&self.store).await?;
-        let labelled: Vec<_> = rows.iter().filter(|r| !r.label.is_empty()).collect();
-        let have = labelled.iter().filter(|r| index.contains(&r.id)).count();
-        Ok((labelled.len(), have))
+        let (mut labelled, mut have) = (0, 0);
+        for (dataset, index) in datasets(job).iter().zip(indexes.iter_mut()) {
+            let rows = aerial_shared::manifest::load(&self.store, dataset).await?;
+            index.refresh(&self.store).await?;
+            let rows: Vec<_> = rows.iter().filter(|r| !r.label.is_empty()).collect();
+            labelled += rows.len();
+            have += rows.iter().filter(|r| index.contains(&r.id)).count();
+        }
+        Ok((labelled, have))
     }
 
     async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
         if let Err(e) = keys::validate_run_name(&job.run).and(keys::validate_name(&job.dataset)) {
             return Outcome::Dead(e.to_string());
+        }
+        if let Some(e) = job.also.iter().find_map(|d| keys::validate_name(d).err()) {
+            return Outcome::Dead(e.to_string());
+        }
+        if job.method == Method::Finetune && !job.also.is_empty() {
+            return Outcome::Dead(format!(
+                "fine-tuning learns from one dataset; {} beside {} is for logistic and random-forest runs",
+                job.also.join(","),
+                job.dataset
+            ));
         }
         if !(job.sample_frac > 0.0 && job.sample_frac <= 1.0) {
             return Outcome::Dead(format!("sample_frac {} is not in (0, 1]", job.sample_frac));
@@ -72,6 +86,7 @@ impl Trainer {
             {
                 return if d.method == job.method
                     && d.dataset == job.dataset
+                    && d.also == job.also
                     && d.params == job.params
                 {
                     tracing::info!(run = %job.run, "run already finished; nothing to do");
@@ -98,9 +113,12 @@ impl Trainer {
             )
             .await;
         // featurize may still be running on this dataset: wait for it, within the consumer timeout
-        let mut index = FeatureIndex::new(&job.dataset, &job.backbone);
+        let mut indexes: Vec<FeatureIndex> = datasets(&job)
+            .iter()
+            .map(|d| FeatureIndex::new(d, &job.backbone))
+            .collect();
         loop {
-            match self.featurized(&job, &mut index).await {
+            match self.featurized(&job, &mut indexes).await {
                 Ok((0, _)) => {
                     return Outcome::Dead(format!("dataset {} has no labelled tiles", job.dataset))
                 }
@@ -123,7 +141,7 @@ impl Trainer {
         }
         let data = match data::load(
             &self.store,
-            &job.dataset,
+            &datasets(&job),
             &job.backbone,
             job.sample_frac,
             job.seed,
@@ -223,6 +241,13 @@ impl Trainer {
             Err(e) => Outcome::Retry(e.to_string()),
         }
     }
+}
+
+/// The datasets a job learns from, its own first.
+fn datasets(job: &TrainJob) -> Vec<String> {
+    std::iter::once(job.dataset.clone())
+        .chain(job.also.iter().cloned())
+        .collect()
 }
 
 /// Why a run failed, kept beside its record so `aerial train` can report it.
