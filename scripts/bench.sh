@@ -2,7 +2,8 @@
 # make bench: featurize throughput three ways on the same images and thread count, and the
 # service's memory over a long run; score throughput with 1 and 2 replicas and a long
 # county-sized job. Each part writes bench/results/<part>.md; BENCHMARKS.md is assembled
-# from them. BENCH_ONLY=featurize|score runs one part and keeps the other's last results.
+# from them. BENCH_ONLY=featurize|score|classifiers runs one part and keeps the others' last
+# results; the GPU section comes from make gpu-check (bench/results/gpu.md).
 #   (a) plain Python: PIL decode + resize + the same TorchScript model, batch 32
 #   (b) our featurize service end to end: tiles in S3 -> RabbitMQ -> feature shards in S3
 #   (c) our backbone alone on pre-made tensors (the ceiling for b)
@@ -120,6 +121,11 @@ if [ "$PART" = all ] || [ "$PART" = score ]; then
   mv "$STATE/score.md" bench/results/score.md
 fi
 
+if [ "$PART" = all ] || [ "$PART" = classifiers ]; then
+  if [ -f .state/servers/env ]; then bash bench/classic.sh
+  else echo "[bench] classifiers skipped: they read rsscn7's features from the make demo stack"; fi
+fi
+
 {
 cat <<MD
 # Benchmarks
@@ -127,9 +133,10 @@ cat <<MD
 Written by \`make bench\` (last run $(date -u +%Y-%m-%d); each section says what it measured).
 Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU. Dev profile
 (our code -O1 but the shared preprocessing -O3, dependencies -O2; the compute is libtorch and the image decoders).
-CUDA path: not measured; no session so far had a GPU machine.
+GPU: see the last section (\`make gpu-check\`, run on a lent CUDA machine; the Rust services' CUDA path itself is not measured there).
 
 MD
-for f in featurize score; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
+for f in featurize score classifiers; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
+if [ -f bench/results/gpu.md ]; then printf '## GPU\n\n'; cat bench/results/gpu.md; fi
 } > BENCHMARKS.md
 cat BENCHMARKS.md
