@@ -1,6 +1,7 @@
 //! The aerial shared library: everything the services have in common, defined once.
 
 pub mod accuracy;
+pub mod assessment;
 pub mod broker;
 pub mod change;
 pub mod classifier;

@@ -7,7 +7,7 @@
 //! bad input is refused, and the labels survive a restart of the metrics service.
 //! Screenshots go to `target/test-output/labelling/`.
 
-use aerial_shared::{keys, labels, manifest, runs, status::JobStatus};
+use aerial_shared::{assessment, keys, manifest, runs, status::JobStatus};
 use aerial_tests::{eventually, rsscn7_sample, servers, shared_data};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,7 +179,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
 
     // assessment: the sample is stratified (2 per mapped class, fewer when a class has fewer),
     // every click/key stored once with who; the page's overall accuracy is the one S3 gives
-    let design = labels::design(&iso.store, "region", &format!("map-{DATE}"))
+    let design = assessment::design(&iso.store, "region", &format!("map-{DATE}"))
         .await
         .unwrap();
     let mut want = 0;
@@ -192,7 +192,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
         seen["assessment"]["pred_shown"], "",
         "predictions hidden while assessing"
     );
-    let refs = labels::references(&iso.store, &design).await.unwrap();
+    let refs = assessment::references(&iso.store, &design).await.unwrap();
     let given: BTreeMap<String, String> =
         serde_json::from_value(seen["assessment"]["given"].clone()).unwrap();
     assert_eq!(given.len(), want);
@@ -206,7 +206,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
         assert_eq!(&refs[tile].label, l, "{tile}");
         assert_eq!(refs[tile].by, "ann");
     }
-    let a = labels::assess_design(&design, &refs).unwrap();
+    let a = assessment::assess_design(&design, &refs).unwrap();
     let text = seen["assessment"]["overall_text"].as_str().unwrap();
     assert!(
         text.contains(&format!(
@@ -249,6 +249,29 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
         assert!(r.labelled_at.is_some());
     }
     assert!(fixes.values().any(|l| l == "cropland"));
+    // exported for GIS tools: one CSV row and one footprint per labelled tile
+    let csv = http
+        .get(format!(
+            "{base}/api/datasets/region-labels/labels?format=csv"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    let geo: serde_json::Value = http
+        .get(format!(
+            "{base}/api/datasets/region-labels/labels?format=geojson"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(geo["features"].as_array().unwrap().len(), 6);
     assert!(fixes.contains_key(seen["corrections"]["prev_tile"].as_str().unwrap()));
 
     // the loop: a run on tiny + the corrections, a new map of every tile, on the page

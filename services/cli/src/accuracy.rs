@@ -1,7 +1,9 @@
 //! `aerial results JOB --accuracy`: the job's map assessed on the analysts' labels
 //! (stratified estimators of Olofsson et al. 2014), recomputed from what S3 holds now.
 
-use aerial_shared::{accuracy::Estimate, keys, labels, predictions::ScoreSummary, Settings, Store};
+use aerial_shared::{
+    accuracy::Estimate, assessment, keys, labels, predictions::ScoreSummary, Settings, Store,
+};
 use std::collections::HashMap;
 
 fn est(e: Option<Estimate>, pct: bool) -> String {
@@ -30,7 +32,7 @@ pub async fn run(settings: &Settings, job: &str, json: bool) -> anyhow::Result<(
         .get(&keys::job_output(job, keys::OUTPUT_TABLE))
         .await?;
     let cells = labels::map_cells(&table, &summary.labels).map_err(anyhow::Error::msg)?;
-    let names = labels::designs(&store, &summary.dataset).await?;
+    let names = assessment::designs(&store, &summary.dataset).await?;
     anyhow::ensure!(
         !names.is_empty(),
         "no assessment sample of {} yet: draw one on the job's labelling page (/jobs/{job}/label?mode=assess)",
@@ -38,16 +40,16 @@ pub async fn run(settings: &Settings, job: &str, json: bool) -> anyhow::Result<(
     );
     let mut all = Vec::new();
     for name in names {
-        let d = labels::design(&store, &summary.dataset, &name).await?;
-        let refs = labels::references(&store, &d).await?;
+        let d = assessment::design(&store, &summary.dataset, &name).await?;
+        let refs = assessment::references(&store, &d).await?;
         let ours: HashMap<String, String> = cells
             .iter()
             .filter(|c| c.date == d.date)
             .map(|c| (c.tile_id.clone(), c.label.clone()))
             .collect();
-        let overall = labels::overall_of_map(&d, &refs, &ours);
+        let overall = assessment::overall_of_map(&d, &refs, &ours);
         let full = (d.job == job)
-            .then(|| labels::assess_design(&d, &refs).ok())
+            .then(|| assessment::assess_design(&d, &refs).ok())
             .flatten();
         if !json {
             println!(

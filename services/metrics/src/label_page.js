@@ -39,6 +39,9 @@ function show() {
   const done = q.items.filter(i => i.label).length;
   $('progress').textContent = `${done} of ${q.items.length} labelled · tile ${pos + 1} of ${q.items.length}` + (MODE === 'assess' ? ` · sample ${q.design}` : ` · into ${q.labels_dataset}`);
   $('progress').dataset.done = done;
+  const ex = $('export'); ex.textContent = 'export labels: ';
+  const base = MODE === 'assess' ? `/api/datasets/${encodeURIComponent(q.dataset)}/assessments/${encodeURIComponent(q.design)}/labels` : `/api/datasets/${encodeURIComponent(q.labels_dataset)}/labels`;
+  for (const f of ['csv', 'geojson']) { const a = el('a', f.toUpperCase(), {href: `${base}?format=${f}`}); ex.appendChild(a); ex.appendChild(document.createTextNode(' ')); }
   if (!it) return;
   $('tileimg').src = api('tile?id=' + encodeURIComponent(it.id));
   $('tilename').textContent = it.id;

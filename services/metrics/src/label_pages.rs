@@ -171,6 +171,7 @@ async fn label(
             }
         }
         p #progress {}
+        p #export .muted {}
         div .row {
             div {
                 img #tileimg alt="tile";

@@ -180,5 +180,10 @@ pub fn routes(l: Labelling) -> Router {
         .route("/api/jobs/{id}/labels", post(write::put_label))
         .route("/api/jobs/{id}/retrain", post(retrain::retrain))
         .route("/api/jobs/{id}/rescore", post(retrain::rescore))
+        .route("/api/datasets/{ds}/labels", get(read::export_corrections))
+        .route(
+            "/api/datasets/{ds}/assessments/{name}/labels",
+            get(read::export_references),
+        )
         .with_state(l)
 }

@@ -4,7 +4,7 @@
 use super::{fail, labels_dataset, map_error, store_error, Labelling};
 use crate::maps::JobMap;
 use aerial_shared::{
-    keys,
+    assessment, keys,
     labels::{self, LabelRecord},
     store::StoreError,
     Store,
@@ -104,11 +104,11 @@ pub(super) async fn queue(
             if let Err(e) = keys::validate_name(name) {
                 return fail(StatusCode::BAD_REQUEST, e.to_string());
             }
-            let d = match labels::design(&l.store, &region, name).await {
+            let d = match assessment::design(&l.store, &region, name).await {
                 Ok(d) => d,
                 Err(e) => return store_error(e),
             };
-            let refs = match labels::references(&l.store, &d).await {
+            let refs = match assessment::references(&l.store, &d).await {
                 Ok(r) => r,
                 Err(e) => return store_error(e),
             };
@@ -117,7 +117,7 @@ pub(super) async fn queue(
                 .iter()
                 .map(|t| serde_json::json!({"id": t.tile_id, "label": refs.get(&t.tile_id).map(|r| &r.label)}))
                 .collect();
-            Json(serde_json::json!({"mode": "assess", "design": d.name, "date": d.date, "classes": classes(&m, &refs), "items": items})).into_response()
+            Json(serde_json::json!({"mode": "assess", "design": d.name, "dataset": d.dataset, "date": d.date, "classes": classes(&m, &refs), "items": items})).into_response()
         }
         "correct" => {
             let ds = match labels_dataset(&region, q.labels.as_deref()) {
@@ -179,9 +179,9 @@ pub(super) async fn accuracy_of(
     job: &str,
 ) -> Result<Vec<serde_json::Value>, StoreError> {
     let mut out = Vec::new();
-    for name in labels::designs(store, &m.summary.dataset).await? {
-        let d = labels::design(store, &m.summary.dataset, &name).await?;
-        let refs = labels::references(store, &d).await?;
+    for name in assessment::designs(store, &m.summary.dataset).await? {
+        let d = assessment::design(store, &m.summary.dataset, &name).await?;
+        let refs = assessment::references(store, &d).await?;
         let ours: HashMap<String, String> = m
             .cells
             .iter()
@@ -189,14 +189,82 @@ pub(super) async fn accuracy_of(
             .map(|c| (c.tile_id.clone(), c.label.clone()))
             .collect();
         let full = (d.job == job)
-            .then(|| labels::assess_design(&d, &refs).ok())
+            .then(|| assessment::assess_design(&d, &refs).ok())
             .flatten();
         out.push(serde_json::json!({
             "design": d.name, "date": d.date, "drawn_from": d.job, "run": d.run,
             "sample": d.tiles.len(), "labelled": refs.len(), "seed": d.seed,
-            "overall_this_map": labels::overall_of_map(&d, &refs, &ours),
+            "overall_this_map": assessment::overall_of_map(&d, &refs, &ours),
             "assessment": full,
         }));
     }
     Ok(out)
+}
+
+#[derive(Deserialize)]
+pub(super) struct FormatQ {
+    format: Option<String>,
+}
+
+/// Labels as a file: `csv` (default) or `geojson`.
+fn export(records: &BTreeMap<String, LabelRecord>, format: Option<&str>, name: &str) -> Response {
+    match format.unwrap_or("csv") {
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{name}.csv\""),
+                ),
+            ],
+            labels::records_csv(records),
+        )
+            .into_response(),
+        "geojson" => (
+            [(header::CONTENT_TYPE, "application/geo+json".to_string())],
+            labels::records_geojson(records).to_string(),
+        )
+            .into_response(),
+        other => fail(
+            StatusCode::BAD_REQUEST,
+            format!("format {other:?}: csv or geojson"),
+        ),
+    }
+}
+
+/// A labels dataset's corrections, for GIS tools and spreadsheets.
+pub(super) async fn export_corrections(
+    State(l): State<Labelling>,
+    Path(dataset): Path<String>,
+    Query(q): Query<FormatQ>,
+) -> Response {
+    if let Err(e) = keys::validate_name(&dataset) {
+        return fail(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match labels::corrections(&l.store, &dataset).await {
+        Ok(r) => export(&r, q.format.as_deref(), &format!("{dataset}-labels")),
+        Err(e) => store_error(e),
+    }
+}
+
+/// An assessment sample's reference labels.
+pub(super) async fn export_references(
+    State(l): State<Labelling>,
+    Path((dataset, name)): Path<(String, String)>,
+    Query(q): Query<FormatQ>,
+) -> Response {
+    if let Some(e) = [&dataset, &name]
+        .iter()
+        .find_map(|n| keys::validate_name(n).err())
+    {
+        return fail(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let d = match assessment::design(&l.store, &dataset, &name).await {
+        Ok(d) => d,
+        Err(e) => return store_error(e),
+    };
+    match assessment::references(&l.store, &d).await {
+        Ok(r) => export(&r, q.format.as_deref(), &format!("{name}-reference")),
+        Err(e) => store_error(e),
+    }
 }

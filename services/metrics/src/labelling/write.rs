@@ -6,8 +6,9 @@ use super::{
 };
 use crate::maps::MapError;
 use aerial_shared::{
+    assessment::{self, Design},
     keys,
-    labels::{self, Design, LabelRecord},
+    labels::{self, LabelRecord},
     store::StoreError,
     topology,
 };
@@ -68,7 +69,7 @@ pub(super) async fn create_design(
         .seed
         .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64);
     let name = format!("{job}-{}", req.date);
-    let d = labels::draw(
+    let d = assessment::draw(
         &name,
         &s.dataset,
         &job,
@@ -80,7 +81,7 @@ pub(super) async fn create_design(
         seed,
         unit_ha,
     );
-    if let Err(e) = labels::put_design(&l.store, &d).await {
+    if let Err(e) = assessment::put_design(&l.store, &d).await {
         return store_error(e);
     }
     tracing::info!(job = %job, design = %d.name, sample = d.tiles.len(), seed, "assessment sample drawn");
@@ -150,7 +151,7 @@ pub(super) async fn put_label(
             if let Err(e) = keys::validate_name(name) {
                 return fail(StatusCode::BAD_REQUEST, e.to_string());
             }
-            let d: Design = match labels::design(&l.store, &m.summary.dataset, name).await {
+            let d: Design = match assessment::design(&l.store, &m.summary.dataset, name).await {
                 Ok(d) => d,
                 Err(e) => return store_error(e),
             };
@@ -160,7 +161,7 @@ pub(super) async fn put_label(
                     format!("tile {:?} is not in sample {}", req.tile_id, d.name),
                 );
             }
-            if let Err(e) = labels::put_reference(&l.store, &d, &rec).await {
+            if let Err(e) = assessment::put_reference(&l.store, &d, &rec).await {
                 return store_error(e);
             }
             // the design's own job gets its accuracy outputs rewritten
@@ -205,12 +206,12 @@ async fn write_outputs(l: &Labelling, d: &Design) -> Result<(), StoreError> {
             serde_json::to_vec_pretty(&all).expect("json"),
         )
         .await?;
-    let refs = labels::references(&l.store, d).await?;
-    if let Ok(a) = labels::assess_design(d, &refs) {
+    let refs = assessment::references(&l.store, d).await?;
+    if let Ok(a) = assessment::assess_design(d, &refs) {
         l.store
             .put(
                 &keys::job_output(&d.job, &keys::output_accuracy_csv(&d.date)),
-                labels::assessment_csv(&a),
+                assessment::assessment_csv(&a),
             )
             .await?;
     }
