@@ -236,6 +236,15 @@ async fn dashboard_shows_runs_confusion_curves_and_maps() {
     assert!(loaded.is_some_and(|w| w > 100), "map not decoded: {job}");
     assert!(job.contains("id=\"change\""), "{job}");
     screenshot(&format!("{base}/jobs/map"), &shots.join("job-map.png"));
+    // the map viewer and the labelling page put the HTML label on the page as text too
+    for page in ["/jobs/map/view", "/jobs/map/label?mode=correct"] {
+        let d = dom(&format!("{base}{page}"));
+        assert!(
+            d.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{page} shows the label: {d}"
+        );
+        assert!(!d.contains("<img src=\"x\""), "{page} injected markup: {d}");
+    }
     screenshot(
         &format!("{base}/compare?runs=lr,ft"),
         &shots.join("compare.png"),

@@ -22,9 +22,23 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     files.sort();
     assert_eq!(files.len(), 10);
     let bad = tempfile::tempdir().unwrap();
-    // a JPEG has pixels but no CRS or geotransform
+    // a TIFF with pixels but no CRS or geotransform (made from a JPEG)
     let nogeo = bad.path().join("nogeo_20200101.tif");
-    std::fs::copy(shared_data().join("rsscn7/train/field/b001.jpg"), &nogeo).unwrap();
+    let jpeg = shared_data().join("rsscn7/train/field/b001.jpg");
+    let st = std::process::Command::new("gdal_translate")
+        .args([
+            "-q",
+            "-of",
+            "GTiff",
+            jpeg.to_str().unwrap(),
+            nogeo.to_str().unwrap(),
+        ])
+        .status()
+        .expect("gdal_translate (gdal-bin) installed by make");
+    assert!(st.success());
+    // a JPEG named .tif is not a GeoTIFF at all
+    let renamed = bad.path().join("renamed_20200104.tif");
+    std::fs::copy(&jpeg, &renamed).unwrap();
     let two_band = bad.path().join("twoband_20200102.tif");
     let st = std::process::Command::new("gdal_translate")
         .args([
@@ -59,13 +73,14 @@ async fn region_scenes_become_one_dated_geo_dataset() {
         two_band.to_str().unwrap(),
         garbage.to_str().unwrap(),
         vrt.to_str().unwrap(),
+        renamed.to_str().unwrap(),
     ];
     args.extend(extra);
     args.extend(["--dataset", "region", "--tile-meters", "224"]);
     let (ok, out) = iso.cli(&args);
     assert!(ok, "{out}");
     assert!(
-        out.contains("3200 tiles (3200 new, 0 already stored), 0 published, 4 bad"),
+        out.contains("3200 tiles (3200 new, 0 already stored), 0 published, 5 bad"),
         "{out}"
     );
     assert!(
@@ -81,6 +96,11 @@ async fn region_scenes_become_one_dated_geo_dataset() {
     assert!(
         out.lines()
             .any(|l| l.contains("garbage_20200103.tif") && l.contains("unreadable")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.contains("renamed_20200104.tif")
+            && l.contains("not a GeoTIFF (no TIFF signature)")),
         "{out}"
     );
     assert!(
