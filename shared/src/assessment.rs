@@ -146,12 +146,16 @@ pub async fn put_reference(store: &Store, d: &Design, rec: &LabelRecord) -> Resu
     store.put_json(&key, rec).await
 }
 
-/// The reference labels given so far to a design's sample.
+/// The reference labels given so far to a design's sample (only of tiles in its sample).
 pub async fn references(
     store: &Store,
     d: &Design,
 ) -> Result<BTreeMap<String, LabelRecord>, StoreError> {
-    records(store, &keys::assessment_labels_prefix(&d.dataset, &d.name)).await
+    let mut refs = records(store, &keys::assessment_labels_prefix(&d.dataset, &d.name)).await?;
+    let sampled: std::collections::HashSet<&str> =
+        d.tiles.iter().map(|t| t.tile_id.as_str()).collect();
+    refs.retain(|id, _| sampled.contains(id.as_str()));
+    Ok(refs)
 }
 
 /// Accuracy of a design's own map from its labelled units (Olofsson et al.). Reference
@@ -210,7 +214,10 @@ pub fn assessment_csv(a: &Assessment) -> Vec<u8> {
                 .unwrap_or_default(),
         )
     };
-    let mut w = csv::Writer::from_writer(Vec::new());
+    // flexible: the matrix below has one column per class, the table above ten
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::new());
     w.write_record([
         "class",
         "mapped_tiles",
@@ -228,7 +235,7 @@ pub fn assessment_csv(a: &Assessment) -> Vec<u8> {
         let (u, uc) = f(c.users);
         let (p, pc) = f(c.producers);
         w.write_record([
-            c.class.clone(),
+            crate::labels::csv_cell(&c.class),
             c.mapped_units.to_string(),
             c.sampled.to_string(),
             format!("{:.2}", c.mapped_area),
@@ -256,21 +263,75 @@ pub fn assessment_csv(a: &Assessment) -> Vec<u8> {
         blank(),
     ])
     .expect("memory");
-    let mut out = w.into_inner().expect("memory");
-    // the confusion matrix, rows = map, columns = reference
-    out.extend_from_slice(b"\nmap \\ reference");
-    for c in &a.classes {
-        out.extend_from_slice(format!(",{c}").as_bytes());
-    }
-    out.push(b'\n');
+    // the confusion matrix, rows = map, columns = reference, after an empty line
+    w.write_record(std::iter::repeat_n("", 10)).expect("memory");
+    let mut head = vec!["map \\ reference".to_string()];
+    head.extend(a.classes.iter().map(|c| crate::labels::csv_cell(c)));
+    head.resize(head.len().max(10), String::new());
+    w.write_record(&head).expect("memory");
     for (c, row) in a.classes.iter().zip(&a.counts) {
-        out.extend_from_slice(c.as_bytes());
-        for n in row {
-            out.extend_from_slice(format!(",{n}").as_bytes());
-        }
-        out.push(b'\n');
+        let mut rec = vec![crate::labels::csv_cell(c)];
+        rec.extend(row.iter().map(u64::to_string));
+        rec.resize(rec.len().max(10), String::new());
+        w.write_record(&rec).expect("memory");
     }
-    out
+    w.into_inner().expect("memory")
+}
+
+/// A map's accuracy on one assessment sample of its dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapAccuracy {
+    /// The sample's name.
+    pub design: String,
+    /// Its date.
+    pub date: String,
+    /// The job whose map it was drawn from (its strata).
+    pub drawn_from: String,
+    /// That job's run.
+    pub run: String,
+    /// Tiles in the sample.
+    pub sample: usize,
+    /// Of them labelled.
+    pub labelled: usize,
+    /// The draw's seed.
+    pub seed: u64,
+    /// Overall accuracy of the map asked about, with the sample's strata.
+    pub overall_this_map: Option<Estimate>,
+    /// The full table, when the map asked about is the one the sample was drawn from.
+    pub assessment: Option<Assessment>,
+}
+
+/// The accuracy of job `job`'s map (`cells`) on every assessment sample of `dataset`.
+pub async fn map_accuracy(
+    store: &Store,
+    dataset: &str,
+    job: &str,
+    cells: &[MapCell],
+) -> Result<Vec<MapAccuracy>, StoreError> {
+    let mut out = Vec::new();
+    for name in designs(store, dataset).await? {
+        let d = design(store, dataset, &name).await?;
+        let refs = references(store, &d).await?;
+        let ours: HashMap<String, String> = cells
+            .iter()
+            .filter(|c| c.date == d.date)
+            .map(|c| (c.tile_id.clone(), c.label.clone()))
+            .collect();
+        out.push(MapAccuracy {
+            overall_this_map: overall_of_map(&d, &refs, &ours),
+            assessment: (d.job == job)
+                .then(|| assess_design(&d, &refs).ok())
+                .flatten(),
+            sample: d.tiles.len(),
+            labelled: refs.len(),
+            design: d.name,
+            date: d.date,
+            drawn_from: d.job,
+            run: d.run,
+            seed: d.seed,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

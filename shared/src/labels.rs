@@ -79,6 +79,15 @@ pub fn correction_key(labels_dataset: &str, tile_id: &str) -> String {
     )
 }
 
+/// The tile of a correction as `labels_dataset` trains on it (its label, split `train`).
+pub fn training_tile(labels_dataset: &str, rec: &LabelRecord) -> Tile {
+    let mut tile = rec.tile.clone();
+    tile.dataset = labels_dataset.to_string();
+    tile.label = Some(rec.label.clone());
+    tile.split = Some(Split::Train);
+    tile
+}
+
 /// Stores a correction in `labels_dataset`: the record, then the tile's manifest part (split
 /// `train`). Relabelling a tile overwrites both.
 pub async fn put_correction(
@@ -86,10 +95,7 @@ pub async fn put_correction(
     labels_dataset: &str,
     rec: &LabelRecord,
 ) -> Result<Tile, StoreError> {
-    let mut tile = rec.tile.clone();
-    tile.dataset = labels_dataset.to_string();
-    tile.label = Some(rec.label.clone());
-    tile.split = Some(Split::Train);
+    let tile = training_tile(labels_dataset, rec);
     store
         .put_json(&correction_key(labels_dataset, &tile.tile_id), rec)
         .await?;
@@ -197,6 +203,16 @@ pub fn map_cells(bytes: &[u8], labels: &[String]) -> Result<Vec<MapCell>, String
     Ok(out)
 }
 
+/// A text cell for CSV files opened in spreadsheets: one starting like a formula (`=`, `+`,
+/// `-`, `@`, tab, CR) gets a leading `'`, so it is shown, never evaluated.
+pub fn csv_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
 /// Label records as CSV, one row per tile: what was given, by whom and when, where the tile
 /// is and where its bytes are.
 pub fn records_csv(records: &BTreeMap<String, LabelRecord>) -> Vec<u8> {
@@ -227,11 +243,11 @@ pub fn records_csv(records: &BTreeMap<String, LabelRecord>) -> Vec<u8> {
         let ll = |i: usize| opt(g.map(|g| format!("{:.7}", g.lonlat_bounds[i])));
         w.write_record([
             r.tile.tile_id.clone(),
-            r.label.clone(),
-            r.by.clone(),
+            csv_cell(&r.label),
+            csv_cell(&r.by),
             r.at.to_rfc3339(),
             r.job.clone(),
-            r.predicted.clone(),
+            csv_cell(&r.predicted),
             opt(r.tile.date.clone()),
             opt(g.map(|g| g.row.to_string())),
             opt(g.map(|g| g.col.to_string())),
@@ -315,6 +331,9 @@ mod tests {
         assert_eq!(&row[0], "2015-09-26/r001c002");
         assert_eq!(&row[1], "cropland");
         assert_eq!(&row[2], "Ann, \"the analyst\"", "quoted, not split");
+        assert_eq!(csv_cell("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_cell("-1"), "'-1");
+        assert_eq!(csv_cell("grass"), "grass");
         assert_eq!(
             (&row[7], &row[8], &row[14], &row[15]),
             ("1", "2", "10", "20")

@@ -176,10 +176,21 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("browser: {seen}");
+    // the page's console: only the expected 404s (favicon, and polling a run and a map
+    // before they exist), no script error
+    for e in seen["console_errors"].as_array().unwrap() {
+        assert!(e.as_str().unwrap().contains("404 (Not Found)"), "{e}");
+    }
 
     // assessment: the sample is stratified (2 per mapped class, fewer when a class has fewer),
     // every click/key stored once with who; the page's overall accuracy is the one S3 gives
-    let design = assessment::design(&iso.store, "region", &format!("map-{DATE}"))
+    let names = assessment::designs(&iso.store, "region").await.unwrap();
+    assert_eq!(
+        names,
+        vec![format!("map-{DATE}-s1")],
+        "one sample, named by job, date, seed"
+    );
+    let design = assessment::design(&iso.store, "region", &names[0])
         .await
         .unwrap();
     let mut want = 0;
@@ -231,6 +242,17 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&csv).starts_with("class,mapped_tiles"));
+
+    // a sampled tile cannot become a correction: it measures maps, never trains them
+    let sampled = &design.tiles[0].tile_id;
+    let r = label(
+        Some(TOKEN),
+        serde_json::json!({"mode": "correct", "tile_id": sampled, "label": "field", "by": "x"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("is in assessment sample"));
 
     // corrections: a labels dataset train can read, who/when in its manifest
     let fixes: BTreeMap<String, String> =
@@ -327,6 +349,8 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
         .contains("cropland"));
 
     // labels survive a restart of the service that took them
+    // the process that took the token and the labels, for the log check below
+    let first_metrics_log = metrics.log_text();
     metrics.terminate();
     let metrics = iso.spawn("aerial-metrics", &metrics_env);
     metrics.wait_log("consuming", Duration::from_secs(60)).await;
@@ -334,7 +358,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
     let q: serde_json::Value =
         eventually(Duration::from_secs(30), "queue after restart", || async {
             http.get(format!(
-                "{base}/api/jobs/map/queue?mode=assess&design=map-{DATE}"
+                "{base}/api/jobs/map/queue?mode=assess&design=map-{DATE}-s1"
             ))
             .send()
             .await
@@ -366,7 +390,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
     assert!(ok && out.contains("accuracy"), "{out}");
 
     // no secret and no token in any log
-    let mut logs = metrics.log_text();
+    let mut logs = first_metrics_log + &metrics.log_text();
     for p in &procs {
         logs.push_str(&p.log_text());
     }

@@ -36,6 +36,9 @@ pub enum InferError {
     /// The inference workers are gone.
     #[error("inference workers stopped")]
     Stopped,
+    /// Inputs or outputs of the wrong size (e.g. cached features of another width).
+    #[error("{0}")]
+    Shape(String),
 }
 
 /// Loads a featurizer on `device`, eval mode, frozen (BatchNorm folded into the convolutions).

@@ -39,16 +39,32 @@ pub enum MapError {
     NotAMap(String),
 }
 
-/// Loaded maps, by job id (a finished job's outputs never change).
+/// Jobs kept loaded at once (each holds its region's manifest and its scenes' PNGs).
+const KEPT_JOBS: usize = 8;
+/// Largest tile edge in a scene image: bigger tiles are shrunk, so a large scene's image
+/// stays a few megabytes.
+const SCENE_TILE_PX: u32 = 96;
+
+/// Loaded maps, by job id (a finished job's outputs never change); the least recently used
+/// is dropped beyond [`KEPT_JOBS`], so anyone's requests cannot grow memory without bound.
 #[derive(Clone, Default)]
-pub struct Maps(Arc<Mutex<HashMap<String, Arc<JobMap>>>>);
+pub struct Maps(Arc<Mutex<Vec<Kept>>>);
+
+/// A loaded job, least recently used first in [`Maps`].
+type Kept = (String, Arc<JobMap>);
 
 impl Maps {
     /// The map of `job`, read from the store the first time.
     pub async fn get(&self, store: &Store, job: &str) -> Result<Arc<JobMap>, MapError> {
         keys::validate_name(job).map_err(|e| MapError::NotAMap(e.to_string()))?;
-        if let Some(m) = self.0.lock().await.get(job) {
-            return Ok(m.clone());
+        {
+            let mut kept = self.0.lock().await;
+            if let Some(i) = kept.iter().position(|(j, _)| j == job) {
+                let hit = kept.remove(i);
+                let m = hit.1.clone();
+                kept.push(hit);
+                return Ok(m);
+            }
         }
         let summary: ScoreSummary = store
             .get_json(&keys::job_output(job, keys::OUTPUT_SUMMARY))
@@ -73,7 +89,12 @@ impl Maps {
             tiles,
             scenes: Mutex::new(HashMap::new()),
         });
-        self.0.lock().await.insert(job.to_string(), m.clone());
+        let mut kept = self.0.lock().await;
+        kept.retain(|(j, _)| j != job);
+        kept.push((job.to_string(), m.clone()));
+        if kept.len() > KEPT_JOBS {
+            kept.remove(0);
+        }
         Ok(m)
     }
 }
@@ -253,10 +274,20 @@ fn mosaic(rows: u32, cols: u32, tiles: BTreeMap<(u32, u32), bytes::Bytes>) -> Ve
         .into_iter()
         .filter_map(|(rc, b)| Some((rc, image::load_from_memory(&b).ok()?.to_rgb8())))
         .collect();
-    let px = imgs.values().next().map(|i| i.width()).unwrap_or(1);
+    let px = imgs
+        .values()
+        .next()
+        .map(|i| i.width())
+        .unwrap_or(1)
+        .min(SCENE_TILE_PX);
     let mut out = image::RgbImage::from_pixel(cols * px, rows * px, image::Rgb([200, 200, 200]));
     for ((r, c), img) in &imgs {
-        image::imageops::replace(&mut out, img, i64::from(c * px), i64::from(r * px));
+        let img = if img.width() == px && img.height() == px {
+            img.clone()
+        } else {
+            image::imageops::resize(img, px, px, image::imageops::FilterType::Triangle)
+        };
+        image::imageops::replace(&mut out, &img, i64::from(c * px), i64::from(r * px));
     }
     let mut png = Vec::new();
     out.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
@@ -286,5 +317,16 @@ mod tests {
         assert_eq!(img.get_pixel(4, 1).0, [10, 10, 10]);
         assert_eq!(img.get_pixel(1, 4).0, [250, 250, 250]);
         assert_eq!(img.get_pixel(1, 1).0, [200, 200, 200], "no tile: grey");
+        // tiles larger than SCENE_TILE_PX are shrunk to it
+        let big = image::RgbImage::from_pixel(200, 200, image::Rgb([9, 9, 9]));
+        let mut b = Vec::new();
+        big.write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png)
+            .unwrap();
+        let img =
+            image::load_from_memory(&mosaic(1, 2, BTreeMap::from([((0, 1), b.into())]))).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (2 * SCENE_TILE_PX, SCENE_TILE_PX)
+        );
     }
 }

@@ -135,13 +135,15 @@ impl Scorer {
                         ),
                     }
                 }
+                let Ok(x) = Array2::from_shape_vec((n, dim), x) else {
+                    return Err(InferError::Shape(format!(
+                        "{n} tiles' features are not all {dim} wide"
+                    )));
+                };
                 let c = classifier.clone();
-                Ok(tokio::task::spawn_blocking(move || {
-                    let x = Array2::from_shape_vec((n, dim), x).expect("features are n × dim");
-                    c.predict_proba(x)
-                })
-                .await
-                .expect("classifier does not panic"))
+                tokio::task::spawn_blocking(move || c.predict_proba(x))
+                    .await
+                    .map_err(|e| InferError::Shape(format!("classifier failed: {e}")))
             }
             Scoring::Finetuned { model: f, .. } => {
                 let p = self.inference.finetuned(f, input, n).await?;
@@ -196,7 +198,16 @@ impl Scorer {
                 )
                 .await
             {
-                Ok(c) => cached = c,
+                // a cached vector of another width (another model under the same backbone
+                // name) is a miss, never a wrong input to the classifier
+                Ok(c) => {
+                    cached = c
+                        .into_iter()
+                        .map(|v| {
+                            v.filter(|v| model.descriptor.feature_dim.is_none_or(|d| v.len() == d))
+                        })
+                        .collect()
+                }
                 Err(e) => tracing::warn!(error = %e, "feature cache unavailable; computing"),
             }
         }

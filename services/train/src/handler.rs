@@ -61,6 +61,11 @@ impl Trainer {
         if let Some(e) = job.also.iter().find_map(|d| keys::validate_name(d).err()) {
             return Outcome::Dead(e.to_string());
         }
+        let all = datasets(&job);
+        if all.iter().collect::<std::collections::HashSet<_>>().len() < all.len() {
+            // the same tiles twice would count twice in training and validation
+            return Outcome::Dead(format!("datasets listed twice: {}", all.join(",")));
+        }
         if job.method == Method::Finetune && !job.also.is_empty() {
             return Outcome::Dead(format!(
                 "fine-tuning learns from one dataset; {} beside {} is for logistic and random-forest runs",

@@ -29,6 +29,9 @@ pub struct Labelling {
     token: Option<Arc<SecretString>>,
     amqp: AmqpSettings,
     broker: Arc<Mutex<Option<Broker>>>,
+    /// Held while a job's accuracy outputs are rewritten, so two labels stored at once cannot
+    /// leave a file that misses one of them.
+    pub(crate) outputs: Arc<Mutex<()>>,
 }
 
 pub(crate) fn fail(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -46,20 +49,44 @@ pub(crate) fn store_error(e: StoreError) -> Response {
     crate::api::error(e)
 }
 
+/// Why a configured token cannot protect writes: empty (an empty `Authorization` would
+/// match it), short, or the examples' placeholder.
+fn weak_token(t: &str) -> Option<&'static str> {
+    let t = t.trim();
+    if t.is_empty() {
+        Some("empty")
+    } else if t.len() < 16 {
+        Some("shorter than 16 characters")
+    } else if t.eq_ignore_ascii_case("change_me") || t.to_ascii_uppercase().contains("CHANGE_ME") {
+        Some("still the example's CHANGE_ME")
+    } else {
+        None
+    }
+}
+
 /// Equal-length, constant-time comparison: the token is not guessable byte by byte.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Labelling {
-    /// Routes over `store`; writes need `token` (none: the dashboard stays read-only).
+    /// Routes over `store`; writes need `token` (none, or one too weak to guard anything:
+    /// the dashboard stays read-only).
     pub fn new(store: Store, token: Option<SecretString>, amqp: AmqpSettings) -> Self {
+        let token = token.filter(|t| match weak_token(t.expose_secret()) {
+            Some(why) => {
+                tracing::warn!(reason = why, "dashboard token refused; labelling is off");
+                false
+            }
+            None => true,
+        });
         Self {
             store,
             maps: Maps::default(),
             token: token.map(Arc::new),
             amqp,
             broker: Arc::new(Mutex::new(None)),
+            outputs: Arc::new(Mutex::new(())),
         }
     }
 
@@ -67,7 +94,7 @@ impl Labelling {
         let Some(token) = &self.token else {
             return Err(fail(
                 StatusCode::FORBIDDEN,
-                "labelling is off: no dashboard token is configured (AERIAL__DASHBOARD__TOKEN)",
+                "labelling is off: no usable dashboard token is configured (AERIAL__DASHBOARD__TOKEN, 16 characters or more)",
             ));
         };
         let given = headers
@@ -75,7 +102,7 @@ impl Labelling {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if same(given.as_bytes(), token.expose_secret().as_bytes()) {
+        if !given.is_empty() && same(given.as_bytes(), token.expose_secret().as_bytes()) {
             Ok(())
         } else {
             Err(fail(
@@ -126,6 +153,7 @@ impl Labelling {
     }
 
     pub(crate) async fn spec(&self, job: &str) -> Result<ScoreSpec, Response> {
+        keys::validate_name(job).map_err(|e| fail(StatusCode::BAD_REQUEST, e.to_string()))?;
         self.store
             .get_json(&keys::score_spec(job))
             .await
@@ -148,9 +176,31 @@ pub(crate) fn labels_dataset(region: &str, named: Option<&str>) -> Result<String
     Ok(name)
 }
 
-/// Refuses a labels dataset that already holds tiles of another kind (a labelled folder),
-/// so corrections never mix into a dataset they would change behind its owner's back.
-pub(crate) async fn check_labels_dataset(store: &Store, name: &str) -> Result<(), Response> {
+/// Refuses a labels dataset that already holds tiles of another kind (a labelled folder) or
+/// corrections of another region: scene tile ids (`<date>/rRRRcCCC`) repeat between regions,
+/// so two regions in one labels dataset would overwrite each other's labels and features.
+pub(crate) async fn check_labels_dataset(
+    store: &Store,
+    name: &str,
+    region: &str,
+) -> Result<(), Response> {
+    let records = store
+        .list(&keys::label_records_prefix(name))
+        .await
+        .map_err(store_error)?;
+    if let Some(first) = records.first() {
+        let rec: aerial_shared::labels::LabelRecord =
+            store.get_json(&first.key).await.map_err(store_error)?;
+        if rec.tile.dataset != region {
+            return Err(fail(
+                StatusCode::CONFLICT,
+                format!(
+                    "dataset {name} holds corrections of region {}: name another labels dataset for {region}",
+                    rec.tile.dataset
+                ),
+            ));
+        }
+    }
     let prefix = keys::manifest_prefix(name);
     let parts = store.list(&prefix).await.map_err(store_error)?;
     if let Some(p) = parts
@@ -166,6 +216,25 @@ pub(crate) async fn check_labels_dataset(store: &Store, name: &str) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// Tiles of the region that belong to an assessment sample: their labels measure maps, so
+/// they are never corrections (a map trained on them would be measured on its own training).
+pub(crate) async fn sampled_tiles(
+    store: &Store,
+    region: &str,
+) -> Result<std::collections::HashMap<String, String>, Response> {
+    let mut out = std::collections::HashMap::new();
+    for name in aerial_shared::assessment::designs(store, region)
+        .await
+        .map_err(store_error)?
+    {
+        let d = aerial_shared::assessment::design(store, region, &name)
+            .await
+            .map_err(store_error)?;
+        out.extend(d.tiles.into_iter().map(|t| (t.tile_id, name.clone())));
+    }
+    Ok(out)
 }
 
 /// The labelling and map routes.
@@ -186,4 +255,20 @@ pub fn routes(l: Labelling) -> Router {
             get(read::export_references),
         )
         .with_state(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_tokens_are_refused() {
+        assert_eq!(weak_token(""), Some("empty"));
+        assert_eq!(weak_token("   "), Some("empty"));
+        assert!(weak_token("short").is_some());
+        assert!(weak_token("CHANGE_ME").is_some());
+        assert!(weak_token("CHANGE_ME_CHANGE_ME_123").is_some());
+        assert_eq!(weak_token("mVyvN3GCd6o1taOLLHHTZR12_q5dsux3"), None);
+        assert!(same(b"abc", b"abc") && !same(b"abc", b"abd") && !same(b"abc", b"ab"));
+    }
 }

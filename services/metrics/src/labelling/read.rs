@@ -16,7 +16,7 @@ use axum::{
     Json,
 };
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Deserialize)]
 pub(super) struct DateQ {
@@ -128,8 +128,17 @@ pub(super) async fn queue(
                 Ok(g) => g,
                 Err(e) => return store_error(e),
             };
+            let sampled = match super::sampled_tiles(&l.store, &region).await {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
             let grid = m.grid(q.date.as_deref());
-            let mut cells: Vec<_> = m.cells.iter().filter(|c| c.date == grid.date).collect();
+            // assessment tiles are left out: they measure maps, never train them
+            let mut cells: Vec<_> = m
+                .cells
+                .iter()
+                .filter(|c| c.date == grid.date && !sampled.contains_key(&c.tile_id))
+                .collect();
             cells.sort_by(|a, b| {
                 a.confidence
                     .total_cmp(&b.confidence)
@@ -177,28 +186,8 @@ pub(super) async fn accuracy_of(
     store: &Store,
     m: &JobMap,
     job: &str,
-) -> Result<Vec<serde_json::Value>, StoreError> {
-    let mut out = Vec::new();
-    for name in assessment::designs(store, &m.summary.dataset).await? {
-        let d = assessment::design(store, &m.summary.dataset, &name).await?;
-        let refs = assessment::references(store, &d).await?;
-        let ours: HashMap<String, String> = m
-            .cells
-            .iter()
-            .filter(|c| c.date == d.date)
-            .map(|c| (c.tile_id.clone(), c.label.clone()))
-            .collect();
-        let full = (d.job == job)
-            .then(|| assessment::assess_design(&d, &refs).ok())
-            .flatten();
-        out.push(serde_json::json!({
-            "design": d.name, "date": d.date, "drawn_from": d.job, "run": d.run,
-            "sample": d.tiles.len(), "labelled": refs.len(), "seed": d.seed,
-            "overall_this_map": assessment::overall_of_map(&d, &refs, &ours),
-            "assessment": full,
-        }));
-    }
-    Ok(out)
+) -> Result<Vec<assessment::MapAccuracy>, StoreError> {
+    assessment::map_accuracy(store, &m.summary.dataset, job, &m.cells).await
 }
 
 #[derive(Deserialize)]

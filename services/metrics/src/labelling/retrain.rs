@@ -53,17 +53,29 @@ pub(super) async fn retrain(
     if let Err(e) = keys::validate_name(&base) {
         return fail(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let n = match labels::corrections(&l.store, &ds).await {
-        Ok(c) => c.len(),
+    let corrections = match labels::corrections(&l.store, &ds).await {
+        Ok(c) => c,
         Err(e) => return store_error(e),
     };
+    let n = corrections.len();
     if n == 0 {
         return fail(
             StatusCode::BAD_REQUEST,
             format!("{ds} holds no corrections yet"),
         );
     }
-    let run = format!("{ds}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"));
+    // ask for every correction's features again (featurize skips those it has): a label
+    // stored while the broker was away would otherwise keep the run waiting for them
+    for rec in corrections.values() {
+        if let Err(r) = l
+            .send(topology::FEATURIZE_TILES, &labels::training_tile(&ds, rec))
+            .await
+        {
+            return r;
+        }
+    }
+    // to the millisecond: a double click must not publish the same run name twice
+    let run = format!("{ds}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S%3f"));
     let tj = TrainJob {
         run: run.clone(),
         dataset: base,
@@ -102,6 +114,9 @@ pub(super) async fn rescore(
 ) -> Response {
     if let Err(r) = l.authorise(&headers) {
         return r;
+    }
+    if let Err(e) = keys::validate_name(&job) {
+        return fail(StatusCode::BAD_REQUEST, e.to_string());
     }
     let spec = match l.spec(&job).await {
         Ok(s) => s,

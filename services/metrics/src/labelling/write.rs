@@ -2,7 +2,8 @@
 //! or corrections that also go to featurize for training).
 
 use super::{
-    check_labels_dataset, fail, labels_dataset, read::accuracy_of, store_error, Labelling,
+    check_labels_dataset, fail, labels_dataset, read::accuracy_of, sampled_tiles, store_error,
+    Labelling,
 };
 use crate::maps::MapError;
 use aerial_shared::{
@@ -68,19 +69,53 @@ pub(super) async fn create_design(
     let seed = req
         .seed
         .unwrap_or_else(|| chrono::Utc::now().timestamp() as u64);
-    let name = format!("{job}-{}", req.date);
-    let d = assessment::draw(
+    // one sample per (job, date, seed): drawing again never replaces a sample being labelled
+    let name = format!("{job}-{}-s{seed}", req.date);
+    if let Err(e) = keys::validate_name(&name) {
+        return fail(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match l
+        .store
+        .exists(&keys::assessment_design(&s.dataset, &name))
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            return fail(
+                StatusCode::CONFLICT,
+                format!("sample {name} exists: continue it, or draw with another seed"),
+            )
+        }
+        Err(e) => return store_error(e),
+    }
+    // tiles already corrected (trained on) are not drawn: a sample must not measure a map on
+    // its own training tiles; the strata sizes stay those of the whole map
+    let corrected = match labels::corrections(&l.store, &format!("{}-labels", s.dataset)).await {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    let drawable: Vec<_> = m
+        .cells
+        .iter()
+        .filter(|c| !corrected.contains_key(&c.tile_id))
+        .cloned()
+        .collect();
+    let mut d = assessment::draw(
         &name,
         &s.dataset,
         &job,
         &s.run,
         &req.date,
         &s.labels,
-        &m.cells,
+        &drawable,
         req.per_class,
         seed,
         unit_ha,
     );
+    d.stratum_units = assessment::draw(
+        &name, &s.dataset, &job, &s.run, &req.date, &s.labels, &m.cells, 0, seed, unit_ha,
+    )
+    .stratum_units;
     if let Err(e) = assessment::put_design(&l.store, &d).await {
         return store_error(e);
     }
@@ -164,9 +199,10 @@ pub(super) async fn put_label(
             if let Err(e) = assessment::put_reference(&l.store, &d, &rec).await {
                 return store_error(e);
             }
-            // the design's own job gets its accuracy outputs rewritten
+            // the design's own job gets its accuracy outputs rewritten; the label is stored
+            // either way (/accuracy computes from the labels themselves)
             if let Err(e) = write_outputs(&l, &d).await {
-                return store_error(e);
+                tracing::warn!(design = %d.name, error = %e, "accuracy outputs not rewritten");
             }
             Json(serde_json::json!({"stored": "assessment", "design": d.name})).into_response()
         }
@@ -175,16 +211,36 @@ pub(super) async fn put_label(
                 Ok(d) => d,
                 Err(r) => return r,
             };
-            if let Err(r) = check_labels_dataset(&l.store, &ds).await {
+            if let Err(r) = check_labels_dataset(&l.store, &ds, &m.summary.dataset).await {
                 return r;
+            }
+            match sampled_tiles(&l.store, &m.summary.dataset).await {
+                Ok(s) => {
+                    if let Some(design) = s.get(&req.tile_id) {
+                        return fail(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "tile {:?} is in assessment sample {design}: its label measures maps and is never used to train them",
+                                req.tile_id
+                            ),
+                        );
+                    }
+                }
+                Err(r) => return r,
             }
             let tile = match labels::put_correction(&l.store, &ds, &rec).await {
                 Ok(t) => t,
                 Err(e) => return store_error(e),
             };
-            // features for training: featurize computes them as for any labelled tile
-            if let Err(r) = l.send(topology::FEATURIZE_TILES, &tile).await {
-                return r;
+            // features for training: featurize computes them as for any labelled tile; if the
+            // broker is away the label is still stored, and a retrain asks again
+            if l.send(topology::FEATURIZE_TILES, &tile).await.is_err() {
+                return (
+                    StatusCode::ACCEPTED,
+                    Json(serde_json::json!({"stored": "correction", "labels_dataset": ds,
+                        "features": "pending: the broker is unavailable; retraining requests them again"})),
+                )
+                    .into_response();
             }
             Json(serde_json::json!({"stored": "correction", "labels_dataset": ds})).into_response()
         }
@@ -194,6 +250,7 @@ pub(super) async fn put_label(
 
 /// Rewrites `accuracy.json` and `accuracy_<date>.csv` of the design's job.
 async fn write_outputs(l: &Labelling, d: &Design) -> Result<(), StoreError> {
+    let _one_at_a_time = l.outputs.lock().await;
     let m = match l.maps.get(&l.store, &d.job).await {
         Ok(m) => m,
         Err(MapError::Store(e)) => return Err(e),
