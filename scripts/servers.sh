@@ -16,9 +16,17 @@ RMQ_BIN=/usr/lib/rabbitmq/bin
 say() { printf '[servers] %s\n' "$*"; }
 
 # a free base port in [20000, 45000) such that base+OFFSETS are all free too
+# A base port whose offsets are all free, every one below the kernel's ephemeral range:
+# a port in that range can be taken by any outgoing connection between this check and the
+# server's bind (seen: SeaweedFS's gRPC port lost to one, "address already in use").
 free_port() { python3 - "$@" <<'PY'
 import random, socket, sys
 offs = [0] + [int(o) for o in sys.argv[1:]]
+try:
+    eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    eph = 32768
+top = max(eph - max(offs), 10001)
 def free(p):
     s = socket.socket()
     try:
@@ -28,7 +36,7 @@ def free(p):
     finally:
         s.close()
 while True:
-    b = random.randrange(20000, 45000)
+    b = random.randrange(10000, top)
     if all(free(b + o) for o in offs):
         print(b); break
 PY

@@ -148,6 +148,16 @@ impl Labelling {
         Ok(())
     }
 
+    /// The map of `job` for a write: the token first, then the map.
+    pub(crate) async fn map_for_write(
+        &self,
+        headers: &HeaderMap,
+        job: &str,
+    ) -> Result<Arc<JobMap>, Response> {
+        self.authorise(headers)?;
+        self.map(job).await
+    }
+
     pub(crate) async fn map(&self, job: &str) -> Result<Arc<JobMap>, Response> {
         self.maps.get(&self.store, job).await.map_err(map_error)
     }

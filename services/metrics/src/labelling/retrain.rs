@@ -30,10 +30,7 @@ pub(super) async fn retrain(
     headers: HeaderMap,
     Json(req): Json<RetrainReq>,
 ) -> Response {
-    if let Err(r) = l.authorise(&headers) {
-        return r;
-    }
-    let m = match l.map(&job).await {
+    let m = match l.map_for_write(&headers, &job).await {
         Ok(m) => m,
         Err(r) => return r,
     };

@@ -34,10 +34,7 @@ pub(super) async fn create_design(
     headers: HeaderMap,
     Json(req): Json<NewDesign>,
 ) -> Response {
-    if let Err(r) = l.authorise(&headers) {
-        return r;
-    }
-    let m = match l.map(&job).await {
+    let m = match l.map_for_write(&headers, &job).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -139,10 +136,7 @@ pub(super) async fn put_label(
     headers: HeaderMap,
     Json(req): Json<LabelReq>,
 ) -> Response {
-    if let Err(r) = l.authorise(&headers) {
-        return r;
-    }
-    let m = match l.map(&job).await {
+    let m = match l.map_for_write(&headers, &job).await {
         Ok(m) => m,
         Err(r) => return r,
     };
