@@ -47,6 +47,16 @@ pub enum BrokerError {
     /// Shutdown was requested while connecting.
     #[error("shutdown requested while connecting")]
     Cancelled,
+    /// The broker did not confirm a publish in time (a memory or disk alarm blocks
+    /// publishers); transient.
+    #[error("broker did not confirm within {secs} s (memory or disk alarm?)")]
+    ConfirmTimeout {
+        /// The limit that passed.
+        secs: u64,
+    },
+    /// The queues could not be declared as this version needs them.
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
 }
 
 /// One connection plus a confirm-mode channel for publishing.
@@ -60,6 +70,7 @@ pub struct Broker {
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    confirm_timeout: Duration,
 }
 
 /// What to publish: target, body and extra headers.
@@ -72,6 +83,9 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// Extra headers (e.g. the dead-letter reason).
     pub headers: FieldTable,
+    /// AMQP `message_id`: kept when a job is re-published as its next segment, so every
+    /// copy of one job is known as the same job; a fresh one is made when absent.
+    pub message_id: Option<String>,
 }
 
 impl Outgoing {
@@ -82,6 +96,7 @@ impl Outgoing {
             routing_key: queue.into(),
             body: encode(msg),
             headers: FieldTable::default(),
+            message_id: None,
         }
     }
 }
@@ -115,7 +130,10 @@ impl Broker {
             .await?;
         Ok(Self {
             conn: std::sync::Arc::new(conn),
-            publisher: Publisher { channel },
+            publisher: Publisher {
+                channel,
+                confirm_timeout: Duration::from_secs(settings.confirm_timeout_secs.max(1)),
+            },
         })
     }
 
@@ -135,7 +153,11 @@ impl Broker {
         loop {
             match Self::connect(settings, name).await {
                 Ok(b) => {
-                    topology::declare(&b.publisher.channel).await?;
+                    topology::declare(
+                        &b.publisher.channel,
+                        topology::QueueLimits::from_settings(settings),
+                    )
+                    .await?;
                     return Ok(b);
                 }
                 // a missing CA file will not appear by retrying
@@ -150,11 +172,6 @@ impl Broker {
                 }
             }
         }
-    }
-
-    /// The underlying connection.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
     }
 
     /// The confirm-mode publisher.
@@ -184,8 +201,18 @@ impl Publisher {
         self.publish(Outgoing::work(queue, msg)).await
     }
 
-    /// Publishes many messages, pipelined, and returns once every one is confirmed.
+    /// Publishes many messages, pipelined, and returns once every one is confirmed, or
+    /// fails with [`BrokerError::ConfirmTimeout`] when the broker stops answering.
     pub async fn publish_all(&self, outs: Vec<Outgoing>) -> Result<(), BrokerError> {
+        let limit = self.confirm_timeout;
+        tokio::time::timeout(limit, self.publish_all_unbounded(outs))
+            .await
+            .unwrap_or(Err(BrokerError::ConfirmTimeout {
+                secs: limit.as_secs(),
+            }))
+    }
+
+    async fn publish_all_unbounded(&self, outs: Vec<Outgoing>) -> Result<(), BrokerError> {
         let mut pending = Vec::with_capacity(outs.len());
         // the publish time lets the management API report a queue's oldest message age
         let now = std::time::SystemTime::now()
@@ -196,6 +223,11 @@ impl Publisher {
                 .with_delivery_mode(2)
                 .with_timestamp(now)
                 .with_content_type("application/json".into())
+                .with_message_id(
+                    out.message_id
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+                        .into(),
+                )
                 .with_headers(out.headers);
             let confirm = self
                 .channel
@@ -252,6 +284,7 @@ impl Publisher {
             routing_key: format!("{service}.{tag}"),
             body: encode(&ev),
             headers: FieldTable::default(),
+            message_id: None,
         })
         .await
     }
@@ -278,6 +311,7 @@ impl Publisher {
             routing_key: queue.into(),
             body: body.to_vec(),
             headers,
+            message_id: None,
         })
         .await
     }

@@ -55,6 +55,14 @@ pub struct AmqpSettings {
     /// metrics service; it uses the AMQP URI's user, password and vhost.
     #[serde(default)]
     pub management_url: Option<String>,
+    /// Deliveries a work message gets before it goes to its DLQ with the last error
+    /// (`x-delivery-limit` of the quorum queues too; changing it needs `aerial migrate-queues`).
+    pub delivery_limit: u32,
+    /// Longest wait for the broker to confirm a publish; a broker under a memory or disk
+    /// alarm blocks publishers, and the wait then fails as a transient error.
+    pub confirm_timeout_secs: u64,
+    /// Most events `metrics.events` holds; the oldest are dropped beyond it (metrics down).
+    pub events_max_length: u32,
 }
 
 impl AmqpSettings {
@@ -64,18 +72,21 @@ impl AmqpSettings {
     }
 }
 
-/// Replaces the password part of `scheme://user:pass@host...` with `***`.
+/// Replaces the password of an AMQP URI with `***`, parsing it as a URL (a password may hold
+/// `@` or `:`); a string that does not parse is hidden whole.
 pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
+    // "user:pass@host" parses as a URL of scheme "user": only hierarchical URIs are shown
+    if !uri.contains("://") {
         return "***".into();
-    };
-    // the host part follows the last '@': a password may hold '@' itself
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
+    }
+    match url::Url::parse(uri) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
         }
-        None => uri.to_string(),
+        Err(_) => "***".into(),
     }
 }
 
@@ -129,6 +140,11 @@ pub struct WorkerSettings {
     /// CPU threads for inference: that many single-threaded inference workers, each on its
     /// own batch (with CUDA: torch's CPU threads beside the GPU).
     pub threads: usize,
+    /// A job (ingest, train) holds its delivery at most this long, then saves its progress,
+    /// publishes its next segment and acks: keep it well under the broker's `consumer_timeout`.
+    pub segment_secs: u64,
+    /// `/healthz` fails when deliveries have been held this long without any being settled.
+    pub stall_secs: u64,
 }
 
 /// Where model files are read from.
@@ -141,6 +157,9 @@ pub struct ModelSettings {
 const DEFAULTS: &str = r#"
 [amqp]
 uri = ""
+delivery_limit = 5
+confirm_timeout_secs = 30
+events_max_length = 100000
 [s3]
 region = "us-east-1"
 bucket = "aerial"
@@ -155,6 +174,8 @@ batch_size = 32
 batch_wait_ms = 200
 concurrency = 3
 threads = 2
+segment_secs = 600
+stall_secs = 1800
 [models]
 dir = "../shared/models"
 "#;
@@ -237,6 +258,9 @@ mod tests {
             redact_uri("amqp://bob:p@ss@w0rd@h:5672/v"),
             "amqp://bob:***@h:5672/v"
         );
+        assert_eq!(redact_uri("amqp://bob:pa:ss@h/v"), "amqp://bob:***@h/v");
+        // not a URI at all: nothing of it is shown
+        assert_eq!(redact_uri("bob:s3cret@host"), "***");
         assert!(!format!("{:?}", SecretString::from("topsecret")).contains("topsecret"));
     }
 

@@ -11,6 +11,7 @@ pub mod feature_index;
 pub mod imaging;
 pub mod keys;
 pub mod labels;
+pub mod liveness;
 pub mod logistic;
 pub mod malloc;
 pub mod manifest;

@@ -55,6 +55,8 @@ pub struct Telemetry {
     pub registry: Registry,
     /// Set while the service is connected and consuming.
     pub ready: Arc<AtomicBool>,
+    /// Held deliveries and the last settle, for `/healthz`.
+    pub liveness: crate::liveness::Liveness,
     /// Consumer metrics.
     pub worker: WorkerMetrics,
     /// Seconds spent loading models.
@@ -182,6 +184,7 @@ impl Telemetry {
         Self {
             registry,
             ready: Arc::new(AtomicBool::new(false)),
+            liveness: Default::default(),
             worker,
             model_load_seconds,
             tiles,
@@ -203,8 +206,11 @@ async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
     ([("content-type", "text/plain; version=0.0.4")], t.render())
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(t): State<Telemetry>) -> impl IntoResponse {
+    match t.liveness.stalled() {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
 }
 
 async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {

@@ -1,8 +1,11 @@
 //! The consumer runtime shared by every service: consume a queue with a prefetch window,
 //! gather deliveries into batches, dead-letter undecodable ones with a reason, hand the rest
 //! to a [`BatchHandler`], and ack each message only after the handler says its output is
-//! durable. Reconnects with backoff; on shutdown it stops consuming, finishes in-flight
-//! batches and acks them.
+//! durable. Redelivery is bounded: a message retried `delivery_limit` times, or whose batch
+//! panicked that often, goes to its DLQ with the last error. Jobs longer than a segment
+//! hand themselves on ([`Outcome::Continue`]) before the broker's consumer timeout.
+//! Reconnects with backoff; on shutdown it stops consuming, finishes in-flight batches and
+//! acks them.
 
 use crate::broker::{Broker, Publisher};
 use crate::config::Settings;
@@ -29,8 +32,26 @@ pub enum Outcome {
     Ack,
     /// Bad input: copy to the DLQ with this reason, then ack.
     Dead(String),
-    /// Transient failure: requeue for another try.
+    /// Transient failure: requeue for another try (up to the delivery limit).
     Retry(String),
+    /// The handler saved its progress and the job goes on in a new delivery: the message is
+    /// published again as the next segment (same message id), then this delivery is acked.
+    Continue(String),
+}
+
+/// What the broker says about one delivery.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryInfo {
+    /// Delivered before (requeued or its consumer went away).
+    pub redelivered: bool,
+    /// When it was published (Unix seconds, from its AMQP timestamp), if stamped.
+    pub published: Option<u64>,
+    /// Its AMQP message id: the same for every segment and redelivery of one job.
+    pub message_id: Option<String>,
+    /// Which segment of its job this is (0 for the first).
+    pub segment: u32,
+    /// The how-many-th delivery this is (1 for the first), from the quorum queue's count.
+    pub delivery: u32,
 }
 
 /// Context a handler gets with each batch.
@@ -43,6 +64,10 @@ pub struct BatchCtx {
     pub redelivered: Vec<bool>,
     /// When each message was published (Unix seconds, from its AMQP timestamp), if stamped.
     pub published: Vec<Option<u64>>,
+    /// Everything the broker says about each message.
+    pub deliveries: Vec<DeliveryInfo>,
+    /// When a job should save its progress and return [`Outcome::Continue`].
+    pub deadline: tokio::time::Instant,
     /// Counts broker sessions of this consumer: a handler that caches what it consumed
     /// drops the cache when this changes (another consumer may have taken over meanwhile).
     pub session: u64,
@@ -93,6 +118,15 @@ pub struct WorkerConfig {
     pub batch_wait: Duration,
     /// Batches processed at once.
     pub concurrency: usize,
+    /// Deliveries before a message that keeps failing goes to its DLQ.
+    pub delivery_limit: u32,
+    /// Longest a job holds one delivery before it continues in the next.
+    pub segment: Duration,
+    /// `/healthz` fails after deliveries are held this long without a settle.
+    pub stall: Duration,
+    /// A job queue: one delivery at a time and none waiting in the prefetch window, whose
+    /// consumer timeout would otherwise run while the job before it works.
+    pub one_at_a_time: bool,
 }
 
 impl WorkerConfig {
@@ -104,12 +138,28 @@ impl WorkerConfig {
             batch_size: s.worker.batch_size.max(1),
             batch_wait: Duration::from_millis(s.worker.batch_wait_ms),
             concurrency: s.worker.concurrency.max(1),
+            delivery_limit: s.amqp.delivery_limit.max(1),
+            segment: Duration::from_secs(s.worker.segment_secs.max(1)),
+            stall: Duration::from_secs(s.worker.stall_secs),
+            one_at_a_time: false,
         }
     }
 
-    /// Broker prefetch: enough unacked deliveries to fill every in-flight batch plus the next.
+    /// A job queue's consumer: one job at a time, nothing prefetched behind it.
+    pub fn jobs(s: &Settings, service: &'static str, queue: &'static str) -> Self {
+        Self {
+            batch_size: 1,
+            concurrency: 1,
+            one_at_a_time: true,
+            ..Self::from_settings(s, service, queue)
+        }
+    }
+
+    /// Broker prefetch: enough unacked deliveries to fill every in-flight batch plus the
+    /// next; for a job queue exactly the one being worked on.
     fn prefetch(&self) -> u16 {
-        (self.batch_size * (self.concurrency + 1)).min(u16::MAX as usize) as u16
+        let extra = if self.one_at_a_time { 0 } else { 1 };
+        (self.batch_size * (self.concurrency + extra)).min(u16::MAX as usize) as u16
     }
 }
 
@@ -132,7 +182,8 @@ pub async fn run<H: BatchHandler>(
         c.with_label_values(&[cfg.queue]);
     }
     m.in_flight.with_label_values(&[cfg.queue]);
-    for kind in ["broker", "transient", "bad_input"] {
+    telemetry.liveness.set_limit(cfg.stall);
+    for kind in ["broker", "transient", "bad_input", "gave_up", "panic"] {
         m.errors.with_label_values(&[kind]);
     }
     let mut generation = 0u64;
@@ -145,9 +196,15 @@ pub async fn run<H: BatchHandler>(
             Err(e) => {
                 tracing::error!(error = %e, "broker setup failed; retrying");
                 telemetry.worker.errors.with_label_values(&["broker"]).inc();
+                // a queue to migrate waits for the operator: no need to hammer the broker
+                let pause = if matches!(e, crate::broker::BrokerError::Topology(_)) {
+                    10
+                } else {
+                    2
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = tokio::time::sleep(Duration::from_secs(pause)) => continue,
                 }
             }
         };
@@ -246,7 +303,7 @@ async fn session<H: BatchHandler>(
             broker.publisher().clone(),
         );
         tasks.spawn(async move {
-            process(&*h, &c, &t, p, batch, generation).await;
+            process(h, &c, &t, p, batch, generation).await;
             drop(permit);
         });
     };
@@ -260,7 +317,7 @@ async fn session<H: BatchHandler>(
 }
 
 async fn process<H: BatchHandler>(
-    handler: &H,
+    handler: Arc<H>,
     cfg: &WorkerConfig,
     telemetry: &Telemetry,
     publisher: Publisher,
@@ -271,6 +328,7 @@ async fn process<H: BatchHandler>(
     let m = &telemetry.worker;
     m.consumed.with_label_values(&q).inc_by(batch.len() as u64);
     m.in_flight.with_label_values(&q).add(batch.len() as i64);
+    telemetry.liveness.hold(batch.len());
     let started = Instant::now();
     let mut good = Vec::with_capacity(batch.len());
     let mut good_msgs = Vec::with_capacity(batch.len());
@@ -300,38 +358,107 @@ async fn process<H: BatchHandler>(
             }
         }
     }
-    if !good.is_empty() {
-        m.batch_size
-            .with_label_values(&q)
-            .observe(good.len() as f64);
-        let ctx = BatchCtx {
-            publisher: publisher.clone(),
-            service: cfg.service,
-            redelivered: good.iter().map(|d| d.redelivered).collect(),
-            published: good.iter().map(|d| *d.properties.timestamp()).collect(),
-            session: generation,
-        };
-        let n = good.len();
-        let mut outcomes = handler.handle(&ctx, good_msgs).await;
-        if outcomes.len() != n {
-            tracing::error!(
-                expected = n,
-                got = outcomes.len(),
-                "handler returned wrong outcome count; requeueing batch"
-            );
-            outcomes = vec![Outcome::Retry("handler bug: outcome count".into()); n];
+    if good.is_empty() {
+        return;
+    }
+    m.batch_size
+        .with_label_values(&q)
+        .observe(good.len() as f64);
+    let deliveries: Vec<DeliveryInfo> = good.iter().map(delivery_info).collect();
+    let ctx = BatchCtx {
+        publisher: publisher.clone(),
+        service: cfg.service,
+        redelivered: deliveries.iter().map(|d| d.redelivered).collect(),
+        published: deliveries.iter().map(|d| d.published).collect(),
+        deliveries,
+        deadline: tokio::time::Instant::now() + cfg.segment,
+        session: generation,
+    };
+    let n = good.len();
+    // the handler runs in its own task so that a panic (a tch assertion, an `expect`) is
+    // caught here and its deliveries are settled instead of held until the channel closes
+    let run = tokio::spawn(async move { handler.handle(&ctx, good_msgs).await });
+    let mut outcomes = match run.await {
+        Ok(o) => o,
+        Err(e) => {
+            let why = if e.is_panic() {
+                m.errors.with_label_values(&["panic"]).inc();
+                format!("handler panicked: {}", panic_text(e.into_panic()))
+            } else {
+                "handler task cancelled".to_string()
+            };
+            tracing::error!(queue = cfg.queue, reason = %why, batch = n, "batch failed; requeueing its messages");
+            vec![Outcome::Retry(why); n]
         }
-        // one brief pause per batch (not per message) so a failing dependency is not
-        // hammered by instant redeliveries
-        if outcomes.iter().any(|o| matches!(o, Outcome::Retry(_))) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        for (d, o) in good.iter().zip(outcomes) {
-            settle(cfg, telemetry, &publisher, d, o, "input").await;
-        }
-        m.batch_seconds
-            .with_label_values(&q)
-            .observe(started.elapsed().as_secs_f64());
+    };
+    if outcomes.len() != n {
+        tracing::error!(
+            expected = n,
+            got = outcomes.len(),
+            "handler returned wrong outcome count; requeueing batch"
+        );
+        outcomes = vec![Outcome::Retry("handler bug: outcome count".into()); n];
+    }
+    // one brief pause per batch (not per message) so a failing dependency is not
+    // hammered by instant redeliveries
+    if outcomes.iter().any(|o| matches!(o, Outcome::Retry(_))) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (d, o) in good.iter().zip(outcomes) {
+        let o = bounded(o, delivery_number(d), cfg.delivery_limit);
+        settle(cfg, telemetry, &publisher, d, o, "input").await;
+    }
+    m.batch_seconds
+        .with_label_values(&q)
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// A retry on the last allowed delivery becomes a dead letter with the last error.
+fn bounded(o: Outcome, delivery: u32, limit: u32) -> Outcome {
+    match o {
+        Outcome::Retry(why) if delivery >= limit => Outcome::Dead(format!(
+            "gave up after {delivery} deliveries (limit {limit}): {why}"
+        )),
+        o => o,
+    }
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+fn header_u32(d: &Delivery, name: &str) -> Option<u32> {
+    use lapin::types::AMQPValue as V;
+    let h = d.properties.headers().as_ref()?;
+    let v = h.inner().get(name)?;
+    let n: i128 = match v {
+        V::ShortShortInt(x) => (*x).into(),
+        V::ShortShortUInt(x) => (*x).into(),
+        V::ShortInt(x) => (*x).into(),
+        V::ShortUInt(x) => (*x).into(),
+        V::LongInt(x) => (*x).into(),
+        V::LongUInt(x) => (*x).into(),
+        V::LongLongInt(x) => (*x).into(),
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}
+
+/// 1 for a first delivery; the quorum queue counts the returns before this one.
+fn delivery_number(d: &Delivery) -> u32 {
+    header_u32(d, "x-delivery-count").map_or(1, |c| c.saturating_add(1))
+}
+
+fn delivery_info(d: &Delivery) -> DeliveryInfo {
+    DeliveryInfo {
+        redelivered: d.redelivered,
+        published: *d.properties.timestamp(),
+        message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+        segment: header_u32(d, crate::topology::SEGMENT_HEADER).unwrap_or(0),
+        delivery: delivery_number(d),
     }
 }
 
@@ -346,6 +473,7 @@ async fn settle(
     let q = [cfg.queue];
     let m = &telemetry.worker;
     m.in_flight.with_label_values(&q).dec();
+    telemetry.liveness.settled();
     match outcome {
         Outcome::Ack => {
             if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
@@ -361,6 +489,11 @@ async fn settle(
             {
                 Ok(()) => {
                     let _ = d.acker.ack(BasicAckOptions::default()).await;
+                    let kind = if reason.starts_with("gave up after") {
+                        "gave_up"
+                    } else {
+                        kind
+                    };
                     m.dead_lettered.with_label_values(&[cfg.queue, kind]).inc();
                     m.errors.with_label_values(&["bad_input"]).inc();
                     // an event about a dead event would feed itself forever
@@ -389,6 +522,42 @@ async fn settle(
                 }
             }
         }
+        Outcome::Continue(reason) => {
+            let next = delivery_info(d).segment + 1;
+            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            headers.insert(
+                crate::topology::SEGMENT_HEADER.into(),
+                lapin::types::AMQPValue::LongUInt(next),
+            );
+            let copy = crate::broker::Outgoing {
+                exchange: crate::topology::WORK_EXCHANGE.into(),
+                routing_key: cfg.queue.into(),
+                body: d.data.clone(),
+                headers,
+                message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+            };
+            // the next segment must be durable before this one is acked, or the job is lost;
+            // if the ack then fails, the redelivered old segment is recognised and dropped
+            match publisher.publish(copy).await {
+                Ok(()) => {
+                    tracing::info!(queue = cfg.queue, segment = next, %reason, "job continues in its next segment");
+                    if d.acker.ack(BasicAckOptions::default()).await.is_ok() {
+                        m.acked.with_label_values(&q).inc();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = cfg.queue, error = %e, "next segment not published; requeueing this one");
+                    m.requeued.with_label_values(&q).inc();
+                    let _ = d
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+            }
+        }
         Outcome::Retry(reason) => {
             tracing::warn!(queue = cfg.queue, %reason, "requeueing message after transient failure");
             m.requeued.with_label_values(&q).inc();
@@ -404,34 +573,25 @@ async fn settle(
     }
 }
 
-/// A handler that dead-letters every message with a fixed reason: used by a service whose
-/// stage is not built yet, so its messages are kept (in the DLQ) and say why.
-pub struct Refuse<M> {
-    reason: &'static str,
-    _msg: std::marker::PhantomData<fn() -> M>,
-}
-
-impl<M> Refuse<M> {
-    /// Refuses with `reason`.
-    pub fn new(reason: &'static str) -> Self {
-        Self {
-            reason,
-            _msg: std::marker::PhantomData,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl<M: Message + Clone> BatchHandler for Refuse<M> {
-    type Msg = M;
-    async fn handle(&self, _ctx: &BatchCtx, batch: Vec<M>) -> Vec<Outcome> {
-        vec![Outcome::Dead(self.reason.to_string()); batch.len()]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_become_dead_letters_at_the_limit() {
+        let retry = || Outcome::Retry("s3 down".into());
+        assert_eq!(bounded(retry(), 1, 5), retry());
+        assert_eq!(bounded(retry(), 4, 5), retry());
+        match bounded(retry(), 5, 5) {
+            Outcome::Dead(why) => {
+                assert!(why.contains("gave up after 5 deliveries"), "{why}");
+                assert!(why.ends_with("s3 down"), "the last error is kept: {why}");
+            }
+            o => panic!("expected a dead letter, got {o:?}"),
+        }
+        // other outcomes are never changed by the count
+        assert_eq!(bounded(Outcome::Ack, 9, 5), Outcome::Ack);
+    }
 
     #[tokio::test]
     async fn by_group_puts_outcomes_back_in_place() {

@@ -1,5 +1,7 @@
-//! 1,000 messages through the shared broker client and consumer runtime: a consumer stopped
-//! mid-way loses nothing; unacked messages come back, acked ones never do.
+//! The shared broker client and consumer runtime against a real RabbitMQ: 1,000 messages
+//! through a consumer stopped mid-way lose nothing (unacked ones come back, acked ones never
+//! do); a message that always fails or whose batch panics reaches its DLQ after exactly the
+//! delivery limit while the consumer goes on; a job continued in segments keeps its id.
 
 use aerial_shared::{
     messages::ScoreJob,
@@ -58,11 +60,10 @@ async fn no_message_lost_when_consumer_stops_mid_way() {
     assert_eq!(iso.ready(topology::SCORE_JOBS).await, 1000);
 
     let cfg = WorkerConfig {
-        queue: topology::SCORE_JOBS,
-        service: "test",
         batch_size: 16,
         batch_wait: Duration::from_millis(50),
         concurrency: 2,
+        ..WorkerConfig::from_settings(&iso.settings, "test", topology::SCORE_JOBS)
     };
     let first = Arc::new(Recorder::default());
     let stop = aerial_shared::shutdown::Token::new();
@@ -142,6 +143,146 @@ async fn no_message_lost_when_consumer_stops_mid_way() {
         "prefetched-but-unacked messages come back marked redelivered"
     );
     assert_eq!(iso.ready(topology::SCORE_JOBS).await, 0);
+    broker.close().await;
+    iso.cleanup().await;
+}
+
+fn job(id: &str) -> aerial_shared::broker::Outgoing {
+    aerial_shared::broker::Outgoing::work(
+        topology::SCORE_JOBS,
+        &ScoreJob {
+            job_id: id.into(),
+            run: "r".into(),
+            dataset: "d".into(),
+            smooth: false,
+        },
+    )
+}
+
+/// Records every delivery; "panic" panics, "retry" always fails transiently, "seg" continues
+/// until its third segment, anything else is acked.
+#[derive(Default)]
+struct Poison {
+    /// id -> (delivery number, segment, message id) of every delivery
+    seen: Mutex<HashMap<String, Vec<(u32, u32, Option<String>)>>>,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for Poison {
+    type Msg = ScoreJob;
+    async fn handle(&self, ctx: &BatchCtx, batch: Vec<ScoreJob>) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for (m, d) in batch.iter().zip(&ctx.deliveries) {
+            self.seen
+                .lock()
+                .unwrap()
+                .entry(m.job_id.clone())
+                .or_default()
+                .push((d.delivery, d.segment, d.message_id.clone()));
+            out.push(match m.job_id.as_str() {
+                "panic" => panic!("tensor shape mismatch in {}", m.job_id),
+                "retry" => Outcome::Retry("manifest unreadable".into()),
+                "seg" if d.segment < 3 => Outcome::Continue(format!("segment {}", d.segment)),
+                _ => Outcome::Ack,
+            });
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_reach_the_dlq_after_the_delivery_limit() {
+    let iso = servers().isolated("poison").await;
+    let token = aerial_shared::shutdown::Token::new();
+    let broker = Broker::connect_with_retry(&iso.settings.amqp, "test", &token)
+        .await
+        .unwrap();
+    let limit = iso.settings.amqp.delivery_limit;
+    assert_eq!(limit, 5, "the default limit");
+    let cfg = WorkerConfig {
+        batch_size: 1,
+        ..WorkerConfig::from_settings(&iso.settings, "test", topology::SCORE_JOBS)
+    };
+    let handler = Arc::new(Poison::default());
+    let stop = aerial_shared::shutdown::Token::new();
+    let run = {
+        let (s, c, h, t) = (
+            iso.settings.clone(),
+            cfg.clone(),
+            handler.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move { worker::run(&s, c, h, Telemetry::new("test"), t).await })
+    };
+    broker
+        .publisher()
+        .publish_all(vec![job("panic"), job("retry"), job("seg"), job("ok")])
+        .await
+        .unwrap();
+    let dlq = topology::dlq(topology::SCORE_JOBS);
+    eventually(
+        Duration::from_secs(60),
+        "both poison messages in the DLQ",
+        || {
+            let iso = &iso;
+            let dlq = dlq.clone();
+            async move { (iso.ready(&dlq).await >= 2).then_some(()) }
+        },
+    )
+    .await;
+    // a message published after the poison ones is still handled: the consumer is alive
+    broker.publisher().publish(job("after")).await.unwrap();
+    eventually(Duration::from_secs(30), "the later message handled", || {
+        let n = handler.seen.lock().unwrap().contains_key("after");
+        async move { n.then_some(()) }
+    })
+    .await;
+    assert!(!run.is_finished(), "the consumer survived the panics");
+
+    let dead = iso.drain(&dlq).await;
+    assert_eq!(dead.len(), 2, "exactly the two poison messages");
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, h)| aerial_tests::header_str(h, topology::ERROR_HEADER).unwrap_or_default())
+        .collect();
+    reasons.sort();
+    assert!(
+        reasons[0].starts_with("gave up after 5 deliveries")
+            && reasons[0].contains("handler panicked: tensor shape mismatch in panic"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("gave up after 5 deliveries")
+            && reasons[1].ends_with("manifest unreadable"),
+        "{reasons:?}"
+    );
+    let seen = handler.seen.lock().unwrap().clone();
+    for id in ["panic", "retry"] {
+        let numbers: Vec<u32> = seen[id].iter().map(|d| d.0).collect();
+        assert_eq!(
+            numbers,
+            (1..=limit).collect::<Vec<_>>(),
+            "{id}: one handling per delivery, counted by the broker"
+        );
+    }
+    // the continued job: four segments, one delivery each, one message id throughout
+    let seg = &seen["seg"];
+    assert_eq!(
+        seg.iter().map(|d| d.1).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3],
+        "{seg:?}"
+    );
+    assert!(
+        seg.iter().all(|d| d.0 == 1),
+        "each segment is a first delivery: {seg:?}"
+    );
+    let ids: std::collections::HashSet<_> = seg.iter().map(|d| d.2.clone()).collect();
+    assert_eq!(ids.len(), 1, "one message id across segments: {seg:?}");
+    assert!(ids.iter().all(Option::is_some));
+    assert_eq!(seen["ok"].len(), 1);
+    assert_eq!(iso.ready(topology::SCORE_JOBS).await, 0);
+    stop.cancel();
+    run.await.unwrap();
     broker.close().await;
     iso.cleanup().await;
 }

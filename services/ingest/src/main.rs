@@ -21,10 +21,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let handler = Arc::new(job::Ingester::new(app.store.clone(), app.telemetry.clone()));
     // one job at a time: a job is already thousands of parallel tile uploads
-    let mut cfg =
-        worker::WorkerConfig::from_settings(&app.settings, "ingest", topology::INGEST_JOBS);
-    cfg.batch_size = 1;
-    cfg.concurrency = 1;
+    let cfg = worker::WorkerConfig::jobs(&app.settings, "ingest", topology::INGEST_JOBS);
     worker::run(
         &app.settings,
         cfg,

@@ -49,11 +49,7 @@ async fn run() -> anyhow::Result<()> {
         move |s| load_hist.observe(s),
     );
 
-    let jobs = worker::WorkerConfig {
-        batch_size: 1,
-        concurrency: 1,
-        ..worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_JOBS)
-    };
+    let jobs = worker::WorkerConfig::jobs(&app.settings, "score", topology::SCORE_JOBS);
     let tiles = worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_TILES);
     let progress = worker::WorkerConfig {
         batch_size: 64,

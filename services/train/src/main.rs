@@ -35,9 +35,7 @@ async fn run() -> anyhow::Result<()> {
         app.telemetry.clone(),
         finetune,
     ));
-    let mut cfg = worker::WorkerConfig::from_settings(&app.settings, "train", topology::TRAIN_JOBS);
-    cfg.batch_size = 1;
-    cfg.concurrency = 1;
+    let cfg = worker::WorkerConfig::jobs(&app.settings, "train", topology::TRAIN_JOBS);
     worker::run(
         &app.settings,
         cfg,
