@@ -29,6 +29,13 @@ case "${1:-}" in
     [ -f "$ENV_FILE" ] || { say "servers not running: run 'make up'"; exit 1; }
     mkdir -p "$STATE"
     replicas=${2:-2}
+    # queues of an earlier version (classic) become quorum queues before any service runs;
+    # a no-op when they already are. Only while none of ours runs: they would consume meanwhile.
+    running=0; for p in "$STATE"/*.pid; do alive "$p" && running=1; done
+    if [ $running = 0 ]; then
+      out=$( ( set -a; . "$ENV_FILE"; set +a; "$BIN/aerial" migrate-queues ) 2>&1 ) || { say "queue migration failed: $out"; exit 1; }
+      printf '%s\n' "$out" | grep -v "up to date$" | sed 's/^/[services] queue /' || true
+    fi
     start metrics 9100
     start ingest 9101
     start featurize 9102

@@ -174,6 +174,11 @@ impl Broker {
         }
     }
 
+    /// The underlying connection (for the queue migration's own channels).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     /// The confirm-mode publisher.
     pub fn publisher(&self) -> &Publisher {
         &self.publisher

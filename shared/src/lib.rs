@@ -16,6 +16,7 @@ pub mod logistic;
 pub mod malloc;
 pub mod manifest;
 pub mod messages;
+pub mod migrate;
 pub mod palette;
 pub mod predictions;
 pub mod runs;

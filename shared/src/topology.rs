@@ -134,7 +134,7 @@ async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
 }
 
 /// Durable queue options.
-pub(crate) fn durable_queue() -> QueueDeclareOptions {
+pub fn durable_queue() -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -142,7 +142,7 @@ pub(crate) fn durable_queue() -> QueueDeclareOptions {
 }
 
 /// Declares `queue` with its arguments, its DLQ, and the bindings of both.
-pub(crate) async fn declare_queue(
+pub async fn declare_queue(
     channel: &Channel,
     queue: &str,
     limits: QueueLimits,

@@ -92,6 +92,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move queues declared by an earlier version (classic queues) to this version's quorum
+    /// queues, keeping every waiting message. Run with the services stopped.
+    MigrateQueues,
     /// Write (or check) the JSON Schema of every message type.
     Schemas {
         /// Output folder.
@@ -139,6 +142,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Evaluate { run, dir, json } => evaluate::run(&settings, &run, &dir, json).await,
         Cmd::Runs { json } => train::list(&settings, json).await,
+        Cmd::MigrateQueues => {
+            for m in aerial_shared::migrate::run(&settings.amqp).await? {
+                let what = if m.redeclared {
+                    format!("migrated to a quorum queue, {} messages kept", m.messages)
+                } else if m.messages > 0 {
+                    format!(
+                        "up to date; {} messages of an interrupted migration put back",
+                        m.messages
+                    )
+                } else {
+                    "up to date".into()
+                };
+                println!("{:<18} {what}", m.queue);
+            }
+            Ok(())
+        }
         Cmd::Schemas { .. } => unreachable!("handled above"),
     }
 }
