@@ -31,7 +31,7 @@ case "${1:-}" in
     replicas=${2:-2}
     # queues of an earlier version (classic) become quorum queues before any service runs;
     # a no-op when they already are. Only while none of ours runs: they would consume meanwhile.
-    running=0; for p in "$STATE"/*.pid; do alive "$p" && running=1; done
+    running=0; for p in "$STATE"/*.pid; do if alive "$p"; then running=1; fi; done
     if [ $running = 0 ]; then
       out=$( ( set -a; . "$ENV_FILE"; set +a; "$BIN/aerial" migrate-queues ) 2>&1 ) || { say "queue migration failed: $out"; exit 1; }
       printf '%s\n' "$out" | grep -v "up to date$" | sed 's/^/[services] queue /' || true
