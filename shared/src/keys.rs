@@ -142,6 +142,11 @@ pub fn job_status(job_id: &str) -> String {
     format!("jobs/{job_id}/status.json")
 }
 
+/// What an ingest job continued in segments has done so far (deleted when it finishes).
+pub fn ingest_partial(job_id: &str) -> String {
+    format!("jobs/{job_id}/partial.json")
+}
+
 /// Prefix of a dataset's feature shards for a backbone.
 pub fn features_prefix(dataset: &str, backbone: &str) -> String {
     format!("features/{dataset}/{backbone}/")

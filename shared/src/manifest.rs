@@ -154,8 +154,7 @@ pub async fn load(
     parts.sort_by(|a, b| a.key.cmp(&b.key));
     for part in parts {
         let bytes = store.get(&part.key).await?;
-        let rows = from_csv(&bytes).map_err(|e| crate::store::StoreError::Request {
-            op: "parse_manifest",
+        let rows = from_csv(&bytes).map_err(|e| crate::store::StoreError::Corrupt {
             key: part.key.clone(),
             message: e.to_string(),
         })?;

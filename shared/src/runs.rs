@@ -39,6 +39,14 @@ pub struct Checkpoint {
     pub history: Vec<EpochRecord>,
     /// Training seconds spent so far, over all segments.
     pub elapsed_s: f64,
+    /// Message id of the job this checkpoint belongs to: only the same job resumes it (a
+    /// new job under the name of a failed one starts afresh). Absent in older checkpoints.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// The segment of that job that may go on from it: an older segment redelivered after
+    /// its successor was published is a stale copy and is dropped.
+    #[serde(default)]
+    pub segment: u32,
 }
 
 /// Why a run failed (written instead of a summary).

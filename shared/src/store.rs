@@ -36,6 +36,14 @@ pub enum StoreError {
     /// The key would be unsafe to use.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
+    /// The object exists but cannot be read as what it should be (bad JSON, CSV).
+    #[error("{key} is unreadable: {message}")]
+    Corrupt {
+        /// Object key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The request failed after retries.
     #[error("s3 {op} {key}: {message}")]
     Request {
@@ -46,6 +54,19 @@ pub enum StoreError {
         /// Error code and message from the server or transport.
         message: String,
     },
+}
+
+impl StoreError {
+    /// Whether no retry can help: a bad key, a range past the end, an unreadable object.
+    /// A missing object is not: the caller knows whether it may still appear.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            StoreError::InvalidKey(_)
+                | StoreError::RangeOutside { .. }
+                | StoreError::Corrupt { .. }
+        )
+    }
 }
 
 /// Metadata of a listed object.
@@ -335,8 +356,7 @@ impl Store {
         key: &str,
     ) -> Result<T, StoreError> {
         let bytes = self.get(key).await?;
-        serde_json::from_slice(&bytes).map_err(|e| StoreError::Request {
-            op: "get_json",
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
             key: key.to_string(),
             message: e.to_string(),
         })

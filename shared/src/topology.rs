@@ -43,6 +43,8 @@ pub const WORK_QUEUES: [&str; 6] = [
 pub const ERROR_HEADER: &str = "x-aerial-error";
 /// Header numbering the segments of a job that continues in a new delivery (absent = 0).
 pub const SEGMENT_HEADER: &str = "x-aerial-segment";
+/// Header keeping when a continued job was first published (Unix seconds).
+pub const FIRST_PUBLISHED_HEADER: &str = "x-aerial-first-published";
 /// Header naming the queue a dead-lettered message came from.
 pub const ORIGIN_HEADER: &str = "x-aerial-origin-queue";
 

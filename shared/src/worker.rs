@@ -39,6 +39,18 @@ pub enum Outcome {
     Continue(String),
 }
 
+impl Outcome {
+    /// A store failure's outcome: dead at once when no retry can help (an unreadable
+    /// manifest or predictions object, an invalid key), otherwise retried.
+    pub fn store_failure(what: &str, e: crate::store::StoreError) -> Self {
+        if e.is_permanent() {
+            Outcome::Dead(format!("{what}: {e}"))
+        } else {
+            Outcome::Retry(format!("{what}: {e}"))
+        }
+    }
+}
+
 /// What the broker says about one delivery.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryInfo {
@@ -50,6 +62,8 @@ pub struct DeliveryInfo {
     pub message_id: Option<String>,
     /// Which segment of its job this is (0 for the first).
     pub segment: u32,
+    /// When the job's first segment was published (Unix seconds), if stamped.
+    pub first_published: Option<u64>,
     /// The how-many-th delivery this is (1 for the first), from the quorum queue's count.
     pub delivery: u32,
 }
@@ -431,6 +445,10 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 fn header_u32(d: &Delivery, name: &str) -> Option<u32> {
+    header_u64(d, name).and_then(|n| u32::try_from(n).ok())
+}
+
+fn header_u64(d: &Delivery, name: &str) -> Option<u64> {
     use lapin::types::AMQPValue as V;
     let h = d.properties.headers().as_ref()?;
     let v = h.inner().get(name)?;
@@ -444,7 +462,7 @@ fn header_u32(d: &Delivery, name: &str) -> Option<u32> {
         V::LongLongInt(x) => (*x).into(),
         _ => return None,
     };
-    u32::try_from(n).ok()
+    u64::try_from(n).ok()
 }
 
 /// 1 for a first delivery; the quorum queue counts the returns before this one.
@@ -458,6 +476,8 @@ fn delivery_info(d: &Delivery) -> DeliveryInfo {
         published: *d.properties.timestamp(),
         message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
         segment: header_u32(d, crate::topology::SEGMENT_HEADER).unwrap_or(0),
+        first_published: header_u64(d, crate::topology::FIRST_PUBLISHED_HEADER)
+            .or(*d.properties.timestamp()),
         delivery: delivery_number(d),
     }
 }
@@ -523,12 +543,19 @@ async fn settle(
             }
         }
         Outcome::Continue(reason) => {
-            let next = delivery_info(d).segment + 1;
+            let info = delivery_info(d);
+            let next = info.segment + 1;
             let mut headers = d.properties.headers().clone().unwrap_or_default();
             headers.insert(
                 crate::topology::SEGMENT_HEADER.into(),
                 lapin::types::AMQPValue::LongUInt(next),
             );
+            if let Some(first) = info.first_published {
+                headers.insert(
+                    crate::topology::FIRST_PUBLISHED_HEADER.into(),
+                    lapin::types::AMQPValue::LongLongInt(first as i64),
+                );
+            }
             let copy = crate::broker::Outgoing {
                 exchange: crate::topology::WORK_EXCHANGE.into(),
                 routing_key: cfg.queue.into(),

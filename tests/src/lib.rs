@@ -185,6 +185,8 @@ impl Servers {
         env.push(("AERIAL__S3__BUCKET".into(), id.clone()));
         env.push(("AERIAL__TELEMETRY__LOG_FORMAT".into(), "json".into()));
         env.push(("AERIAL__WORKER__BATCH_WAIT_MS".into(), "100".into()));
+        // well under the test broker's 60 s consumer timeout: long jobs go on in segments
+        env.push(("AERIAL__WORKER__SEGMENT_SECS".into(), "20".into()));
         let settings = settings_from(&env);
         let store = Store::connect(&settings.s3).await;
         store.ensure_bucket().await.expect("creating test bucket");

@@ -74,7 +74,7 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
         "aerial-train",
         &[
             ("AERIAL__MODELS__DIR", models),
-            ("AERIAL_TRAIN_SEGMENT_SECS", "1"),
+            ("AERIAL__WORKER__SEGMENT_SECS", "1"),
         ],
     );
     let summary: RunSummary = eventually(Duration::from_secs(600), "run finished", || async {
@@ -86,7 +86,7 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
     .await;
     let log = second.log_text();
     assert!(log.contains("resuming fine-tune from checkpoint"), "{log}");
-    assert!(log.contains("segment time up"), "{log}");
+    assert!(log.contains("job continues in its next segment"), "{log}");
     let metrics: RunMetrics = iso
         .store
         .get_json(&runs::key("ft", runs::METRICS))

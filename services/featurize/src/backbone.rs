@@ -39,6 +39,24 @@ pub enum InferError {
     /// Inputs or outputs of the wrong size (e.g. cached features of another width).
     #[error("{0}")]
     Shape(String),
+    /// A run's trained weights do not load (corrupt, or for another network): no retry helps.
+    #[error("fine-tuned model of run {run} does not load: {source}")]
+    Unloadable {
+        /// Run name.
+        run: String,
+        /// Torch's error.
+        source: tch::TchError,
+    },
+}
+
+impl InferError {
+    /// Whether another try can never succeed (the message belongs in the DLQ at once).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            InferError::Unknown(_) | InferError::Shape(_) | InferError::Unloadable { .. }
+        )
+    }
 }
 
 /// Loads a featurizer on `device`, eval mode, frozen (BatchNorm folded into the convolutions).
@@ -224,7 +242,11 @@ fn serve(
                     let t = std::time::Instant::now();
                     let base = models.join("mobilenet_v2/mobilenet_v2.safetensors");
                     let mut net = crate::mobilenet::Net::new(&base, f.classes, f.depth, device)?;
-                    net.load_trained(&f.weights)?;
+                    net.load_trained(&f.weights)
+                        .map_err(|source| InferError::Unloadable {
+                            run: f.run.clone(),
+                            source,
+                        })?;
                     on_load(t.elapsed().as_secs_f64());
                     tracing::info!(run = %f.run, secs = t.elapsed().as_secs_f64(), "fine-tuned model loaded");
                     tuned.insert(f.run.clone(), net);

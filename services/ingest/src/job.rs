@@ -2,6 +2,7 @@
 //! and the status, publish tile messages. Bad files are reported, never fatal.
 
 use crate::labelled::{self, LabelledFile};
+use crate::partial::{self, Start};
 use crate::scene;
 use aerial_shared::{
     broker::Outgoing,
@@ -11,12 +12,28 @@ use aerial_shared::{
     status::{BadItem, JobState, JobStatus},
     store::{ObjectInfo, StoreError},
     topology,
-    worker::{BatchCtx, BatchHandler, Outcome},
+    worker::{BatchCtx, BatchHandler, DeliveryInfo, Outcome},
     Publisher, Store, Telemetry,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+/// Where a job stands: what it has handled and stored so far (carried across segments).
+struct Progress {
+    done: BTreeSet<String>,
+    rows: Vec<ManifestRow>,
+    tiles: Vec<Tile>,
+    resumed: bool,
+}
+
+/// The delivery being worked on: it must be handed on by `deadline`.
+struct Segment<'a> {
+    publisher: &'a Publisher,
+    info: &'a DeliveryInfo,
+    deadline: tokio::time::Instant,
+}
 
 /// Files fetched, checked and stored at once.
 const PARALLEL_FILES: usize = 16;
@@ -89,10 +106,35 @@ impl Ingester {
     }
 
     /// Runs one job to completion; the outcome decides the job message's fate.
-    async fn run(&self, publisher: &Publisher, job: IngestJob) -> Outcome {
+    async fn run(&self, seg: &Segment<'_>, job: IngestJob) -> Outcome {
         let mut st = JobStatus::new(&job.job_id, "ingest", &job.dataset);
         if let Err(e) = keys::validate_name(&job.dataset).and(keys::validate_name(&job.job_id)) {
             return Outcome::Dead(e.to_string());
+        }
+        let mut progress = Progress {
+            done: BTreeSet::new(),
+            rows: Vec::new(),
+            tiles: Vec::new(),
+            resumed: false,
+        };
+        match partial::start(&self.store, &job.job_id, seg.info).await {
+            Ok(Start::Fresh) => {}
+            Ok(Start::Stale) => {
+                tracing::info!(job = %job.job_id, segment = seg.info.segment, "stale segment of a job that went on; dropped");
+                return Outcome::Ack;
+            }
+            Ok(Start::Resume(p, rows)) => {
+                tracing::info!(job = %job.job_id, segment = seg.info.segment, handled = p.done.len(), "ingest job resumes");
+                st = p.status;
+                progress.tiles = rows
+                    .iter()
+                    .map(|r| r.to_tile(&job.dataset, &job.backbone))
+                    .collect();
+                progress.rows = rows;
+                progress.done = p.done;
+                progress.resumed = true;
+            }
+            Err(e) => return Outcome::store_failure(&format!("ingest job {}", job.job_id), e),
         }
         match job.source.clone() {
             IngestSource::Labelled {
@@ -109,7 +151,7 @@ impl Ingester {
                     .filter_map(|o| o.key.strip_prefix(&raw_prefix).map(String::from))
                     .collect();
                 let layout = labelled::parse(&rels, val_frac, seed);
-                self.ingest_labelled(publisher, &job, &raw_prefix, layout, &mut st)
+                self.ingest_labelled(seg, &job, &raw_prefix, layout, progress, &mut st)
                     .await
             }
             IngestSource::Scene {
@@ -131,12 +173,12 @@ impl Ingester {
                 };
                 let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
                 self.ingest_scenes(
-                    publisher,
+                    seg,
                     &job,
                     &raw_prefix,
                     keys,
-                    tile_meters,
-                    date,
+                    (tile_meters, date),
+                    progress,
                     &mut st,
                 )
                 .await
@@ -146,37 +188,49 @@ impl Ingester {
 
     async fn ingest_labelled(
         &self,
-        publisher: &Publisher,
+        seg: &Segment<'_>,
         job: &IngestJob,
         raw_prefix: &str,
         layout: labelled::Layout,
+        mut progress: Progress,
         st: &mut JobStatus,
     ) -> Outcome {
-        st.total = layout.files.len() as u64;
-        for (item, reason) in &layout.misplaced {
-            let b = BadItem {
-                item: item.clone(),
-                reason: reason.clone(),
-            };
-            // loose files beside the label folders (README, checksums) are skipped, not failures
-            if item.contains('/') {
-                st.failed += 1;
-                st.bad.push(b);
-            } else {
-                st.skipped.push(b);
+        let publisher = seg.publisher;
+        if !progress.resumed {
+            st.total = layout.files.len() as u64;
+            for (item, reason) in &layout.misplaced {
+                let b = BadItem {
+                    item: item.clone(),
+                    reason: reason.clone(),
+                };
+                // loose files beside the label folders (README, checksums) are skipped, not failures
+                if item.contains('/') {
+                    st.failed += 1;
+                    st.bad.push(b);
+                } else {
+                    st.skipped.push(b);
+                }
+            }
+            if let Err(e) = self.save_status(st).await {
+                return Outcome::Retry(e.to_string());
             }
         }
-        if let Err(e) = self.save_status(st).await {
-            return Outcome::Retry(e.to_string());
-        }
-        let mut rows = Vec::with_capacity(layout.files.len());
-        let mut tiles = Vec::with_capacity(layout.files.len());
         let mut last_save = Instant::now();
-        let mut results = futures::stream::iter(layout.files.iter().cloned())
-            .map(|f| self.one_file(job, raw_prefix, f))
+        let todo: Vec<LabelledFile> = layout
+            .files
+            .iter()
+            .filter(|f| !progress.done.contains(&f.rel))
+            .cloned()
+            .collect();
+        let remaining = todo.len();
+        let mut handled = 0;
+        let mut results = futures::stream::iter(todo)
+            .map(|f| {
+                let rel = f.rel.clone();
+                async move { (rel, self.one_file(job, raw_prefix, f).await) }
+            })
             .buffer_unordered(PARALLEL_FILES);
-        while let Some(r) = results.next().await {
-            st.done += 1;
+        while let Some((rel, r)) = results.next().await {
             match r {
                 Ok(FileResult::Stored { tile, row, new }) => {
                     if new {
@@ -186,22 +240,31 @@ impl Ingester {
                     }
                     *st.labels.entry(row.label.clone()).or_default() += 1;
                     *st.groups.entry(row.split.clone()).or_default() += 1;
-                    rows.push(*row);
-                    tiles.push(*tile);
+                    progress.rows.push(*row);
+                    progress.tiles.push(*tile);
                 }
                 Ok(FileResult::Bad(b)) => self.record_bad(job, st, b),
                 // a store failure is not the file's fault: retry the whole job later
                 Err(e) => return Outcome::Retry(e.to_string()),
             }
+            st.done += 1;
+            handled += 1;
+            progress.done.insert(rel);
             if last_save.elapsed() > Duration::from_secs(2) {
                 last_save = Instant::now();
                 let _ = self.save_status(st).await;
                 publish_progress(publisher, st).await;
             }
+            if handled < remaining && tokio::time::Instant::now() >= seg.deadline {
+                // files in flight are dropped unfinished: the next segment does them again
+                drop(results);
+                return self.hand_on(seg, job, &progress, st).await;
+            }
         }
         drop(results);
         for folder in &layout.folders {
-            let has_any = rows
+            let has_any = progress
+                .rows
                 .iter()
                 .any(|r| r.source.starts_with(&format!("{folder}/")));
             if !has_any {
@@ -212,7 +275,33 @@ impl Ingester {
                 });
             }
         }
-        self.finish(publisher, job, rows, tiles, st).await
+        self.finish(publisher, job, progress.rows, progress.tiles, st)
+            .await
+    }
+
+    /// Saves the progress for the next segment and continues the job there.
+    async fn hand_on(
+        &self,
+        seg: &Segment<'_>,
+        job: &IngestJob,
+        progress: &Progress,
+        st: &mut JobStatus,
+    ) -> Outcome {
+        let saved = async {
+            self.save_status(st).await?;
+            partial::save(&self.store, seg.info, &progress.done, &progress.rows, st).await
+        }
+        .await;
+        match saved {
+            Ok(()) => {
+                publish_progress(seg.publisher, st).await;
+                Outcome::Continue(format!(
+                    "ingest job {}: {} of {} inputs handled",
+                    job.job_id, st.done, st.total
+                ))
+            }
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
     }
 
     /// Publishes tiles not yet published by this job, writes the manifest part, marks the
@@ -260,6 +349,8 @@ impl Ingester {
         if let Err(e) = self.save_status(st).await {
             return Outcome::Retry(e.to_string());
         }
+        // a redelivered last segment finds no progress and redoes the job idempotently
+        let _ = self.store.delete(&keys::ingest_partial(&job.job_id)).await;
         self.telemetry
             .tiles
             .with_label_values(&[job.dataset.as_str()])
@@ -272,19 +363,28 @@ impl Ingester {
     #[allow(clippy::too_many_arguments)]
     async fn ingest_scenes(
         &self,
-        publisher: &Publisher,
+        seg: &Segment<'_>,
         job: &IngestJob,
         raw_prefix: &str,
         keys_in: Vec<String>,
-        tile_meters: f64,
-        date: Option<String>,
+        (tile_meters, date): (f64, Option<String>),
+        mut progress: Progress,
         st: &mut JobStatus,
     ) -> Outcome {
+        let publisher = seg.publisher;
         st.total = keys_in.len() as u64;
-        let mut rows = Vec::new();
-        let mut tiles = Vec::new();
+        let mut handled_here = 0;
         for key in keys_in {
             let name = key.strip_prefix(raw_prefix).unwrap_or(&key).to_string();
+            if progress.done.contains(&name) {
+                continue;
+            }
+            // at least one scene per segment, so that every segment makes progress
+            if handled_here > 0 && tokio::time::Instant::now() >= seg.deadline {
+                return self.hand_on(seg, job, &progress, st).await;
+            }
+            handled_here += 1;
+            progress.done.insert(name.clone());
             st.done += 1;
             let Some(date) = date.clone().or_else(|| scene::date_from_name(&name)) else {
                 self.record_bad(
@@ -366,13 +466,14 @@ impl Ingester {
                     st.existing_tiles += 1;
                 }
                 *st.groups.entry(date.clone()).or_default() += 1;
-                rows.push(ManifestRow::from_tile(&tile, &name));
-                tiles.push(tile);
+                progress.rows.push(ManifestRow::from_tile(&tile, &name));
+                progress.tiles.push(tile);
             }
             let _ = self.save_status(st).await;
             publish_progress(publisher, st).await;
         }
-        self.finish(publisher, job, rows, tiles, st).await
+        self.finish(publisher, job, progress.rows, progress.tiles, st)
+            .await
     }
 
     async fn one_file(
@@ -449,8 +550,13 @@ impl BatchHandler for Ingester {
 
     async fn handle(&self, ctx: &BatchCtx, batch: Vec<IngestJob>) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(batch.len());
-        for job in batch {
-            out.push(self.run(&ctx.publisher, job).await);
+        for (job, info) in batch.into_iter().zip(&ctx.deliveries) {
+            let seg = Segment {
+                publisher: &ctx.publisher,
+                info,
+                deadline: ctx.deadline,
+            };
+            out.push(self.run(&seg, job).await);
         }
         out
     }

@@ -8,6 +8,7 @@
 
 mod job;
 mod labelled;
+mod partial;
 mod scene;
 
 use aerial_shared::{service, topology, worker};

@@ -18,6 +18,8 @@ pub fn error(e: StoreError) -> Response {
         | StoreError::InvalidKey(_)
         | StoreError::RangeOutside { .. } => StatusCode::NOT_FOUND,
         StoreError::Request { .. } => StatusCode::BAD_GATEWAY,
+        // an object the pipeline wrote that no longer parses: the server's data is at fault
+        StoreError::Corrupt { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, Json(serde_json::json!({"error": e.to_string()}))).into_response()
 }

@@ -178,7 +178,7 @@ impl Coordinator {
                 Err(StoreError::NotFound { key }) => {
                     return Outcome::Dead(format!("score job {job_id}: {key} not found"))
                 }
-                Err(e) => return Outcome::Retry(e.to_string()),
+                Err(e) => return Outcome::store_failure(&format!("score job {job_id}"), e),
             }
         }
         let track = jobs.get_mut(job_id).expect("inserted above");
@@ -192,7 +192,7 @@ impl Coordinator {
                 Err(e @ StoreError::NotFound { .. }) => {
                     return Outcome::Dead(format!("score job {job_id}: {e}"))
                 }
-                Err(e) => return Outcome::Retry(e.to_string()),
+                Err(e) => return Outcome::store_failure(&format!("score job {job_id}"), e),
             }
         }
         track.refresh_status();

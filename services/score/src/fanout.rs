@@ -69,7 +69,7 @@ impl FanOut {
                 seen_before = true;
             }
             Ok(_) | Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Err(e) => return Outcome::store_failure(&format!("score job {}", job.job_id), e),
         }
         let run = match models::load(&self.store, &job.run).await {
             Ok(r) => r,
@@ -78,6 +78,11 @@ impl FanOut {
         };
         let rows = match manifest::load(&self.store, &job.dataset).await {
             Ok(r) => r,
+            Err(e) if e.is_permanent() => {
+                return self
+                    .refuse(&job, format!("dataset {}: {e}", job.dataset))
+                    .await
+            }
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         if rows.is_empty() {

@@ -91,12 +91,12 @@ impl Models {
 /// Reads a run's descriptor and model from S3.
 pub async fn load(store: &Store, run: &str) -> Result<RunModel, ModelError> {
     let wrap = |source: StoreError| match source {
-        StoreError::NotFound { .. }
-        | StoreError::InvalidKey(_)
-        | StoreError::Request { op: "get_json", .. } => ModelError::Missing {
-            run: run.into(),
-            source,
-        },
+        StoreError::NotFound { .. } | StoreError::InvalidKey(_) | StoreError::Corrupt { .. } => {
+            ModelError::Missing {
+                run: run.into(),
+                source,
+            }
+        }
         _ => ModelError::Store {
             run: run.into(),
             source,

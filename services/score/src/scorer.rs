@@ -250,10 +250,16 @@ impl Scorer {
                     .errors
                     .with_label_values(&["inference"])
                     .inc();
-                out.extend(
-                    ok.iter()
-                        .map(|(i, _, _)| (*i, Outcome::Retry(e.to_string()))),
-                );
+                if e.is_permanent() {
+                    for (i, st, _) in &ok {
+                        out.push((*i, self.refuse(ctx, st, e.to_string()).await));
+                    }
+                } else {
+                    out.extend(
+                        ok.iter()
+                            .map(|(i, _, _)| (*i, Outcome::Retry(e.to_string()))),
+                    );
+                }
                 return out;
             }
         };

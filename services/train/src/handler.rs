@@ -11,8 +11,8 @@ use aerial_shared::{
     messages::{EventKind, Method, TrainJob},
     runs::{self, EpochRecord, RunDescriptor},
     store::StoreError,
-    worker::{BatchCtx, BatchHandler, Outcome},
-    Publisher, Store, Telemetry,
+    worker::{BatchCtx, BatchHandler, DeliveryInfo, Outcome},
+    Store, Telemetry,
 };
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,8 @@ impl Trainer {
         Ok((labelled, have))
     }
 
-    async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
+    async fn run(&self, ctx: &BatchCtx, info: &DeliveryInfo, job: TrainJob) -> Outcome {
+        let publisher = &ctx.publisher;
         if let Err(e) = keys::validate_run_name(&job.run).and(keys::validate_name(&job.dataset)) {
             return Outcome::Dead(e.to_string());
         }
@@ -106,22 +107,31 @@ impl Trainer {
             _ => {}
         }
         if job.method == Method::Finetune {
-            return self.finetune.run(publisher, job).await;
+            return self.finetune.run(publisher, info, ctx.deadline, job).await;
         }
         let started = Instant::now();
-        let _ = publisher
-            .event(
-                "train",
-                EventKind::RunStarted {
-                    run: job.run.clone(),
-                },
-            )
-            .await;
-        // featurize may still be running on this dataset: wait for it, within the consumer timeout
+        if info.segment == 0 && !info.redelivered {
+            let _ = publisher
+                .event(
+                    "train",
+                    EventKind::RunStarted {
+                        run: job.run.clone(),
+                    },
+                )
+                .await;
+        }
+        // featurize may still be running on this dataset: wait for it, in segments that hand
+        // the job on before the broker's consumer timeout, up to FEATURES_WAIT in all
         let mut indexes: Vec<FeatureIndex> = datasets(&job)
             .iter()
             .map(|d| FeatureIndex::new(d, &job.backbone))
             .collect();
+        let waited = || {
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            info.first_published.map_or(started.elapsed(), |t| {
+                Duration::from_secs(now.saturating_sub(t))
+            })
+        };
         loop {
             match self.featurized(&job, &mut indexes).await {
                 Ok((0, _)) => {
@@ -129,7 +139,7 @@ impl Trainer {
                 }
                 Ok((labelled, have)) if have >= labelled => break,
                 Ok((labelled, have)) => {
-                    if started.elapsed() > FEATURES_WAIT {
+                    if waited() > FEATURES_WAIT {
                         return Outcome::Dead(format!(
                             "{} of {labelled} tiles of {} still without {} features after {:?}",
                             labelled - have,
@@ -138,10 +148,18 @@ impl Trainer {
                             FEATURES_WAIT
                         ));
                     }
+                    if tokio::time::Instant::now() >= ctx.deadline {
+                        return Outcome::Continue(format!(
+                            "run {}: {have} of {labelled} tiles featurized; waiting on",
+                            job.run
+                        ));
+                    }
                     tracing::info!(run = %job.run, have, labelled, "waiting for features");
                     tokio::time::sleep(Duration::from_secs(3)).await;
                 }
-                Err(e) => return Outcome::Retry(e.to_string()),
+                Err(e) => {
+                    return Outcome::store_failure(&format!("run {}", job.run), e);
+                }
             }
         }
         let data = match data::load(
@@ -270,7 +288,8 @@ impl BatchHandler for Trainer {
         let mut out = Vec::with_capacity(batch.len());
         for job in batch {
             let run = job.run.clone();
-            let outcome = self.run(&ctx.publisher, job).await;
+            let info = ctx.deliveries.first().cloned().unwrap_or_default();
+            let outcome = self.run(ctx, &info, job).await;
             if let Outcome::Dead(reason) = &outcome {
                 // names that failed validation have no safe prefix to write under
                 if keys::validate_run_name(&run).is_ok() && !reason.contains("already used") {

@@ -1,8 +1,10 @@
 //! Fine-tuning MobileNetV2 at a retraining depth, in segments that never hold a delivery
-//! longer than [`SEGMENT`]: each epoch ends with a checkpoint in S3 (weights, then the state
-//! naming them); when a segment's time is up the job is published again and acked, and
+//! much past `worker.segment_secs` (one epoch at least): each epoch ends with a checkpoint in
+//! S3 (weights, then the state naming them, the job's message id and segment); when a
+//! segment's time is up the job continues in its next segment ([`Outcome::Continue`]) and
 //! whichever train replica takes it resumes from the checkpoint. A crash resumes the same
-//! way, from the redelivered job.
+//! way, from the redelivered job; a checkpoint of another job is never resumed, and a
+//! segment redelivered after its successor was published is dropped.
 
 mod augment;
 mod images;
@@ -14,21 +16,18 @@ use aerial_shared::{
     messages::{EventKind, Retraining, TrainJob},
     runs::{self, Checkpoint, EpochRecord},
     store::StoreError,
-    topology,
-    worker::Outcome,
+    worker::{DeliveryInfo, Outcome},
     Publisher, Store, Telemetry,
 };
 use images::Images;
 use ndarray::Array2;
 use rand::{seq::SliceRandom, SeedableRng};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Longest a delivery is held; well under RabbitMQ's default 30 min consumer timeout.
-pub const SEGMENT: Duration = Duration::from_secs(10 * 60);
 /// Learning rate of the pretrained layers relative to the new classifier's: large steps on
 /// ImageNet weights undo what transfer learning is for (measured on rsscn7: one learning
 /// rate for all layers reached 0.68 validation accuracy after the first epoch).
@@ -47,7 +46,6 @@ pub struct Finetuner {
     models: PathBuf,
     threads: usize,
     shutdown: CancellationToken,
-    segment: Duration,
 }
 
 /// What a segment's training thread reports.
@@ -71,10 +69,6 @@ impl Finetuner {
         threads: usize,
         shutdown: CancellationToken,
     ) -> Self {
-        let segment = std::env::var("AERIAL_TRAIN_SEGMENT_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(SEGMENT, Duration::from_secs);
         let gauge = |name: &str, help: &str| {
             let g = prometheus::Gauge::new(name, help).expect("valid metric");
             telemetry
@@ -99,7 +93,6 @@ impl Finetuner {
             models,
             threads,
             shutdown,
-            segment,
         }
     }
 
@@ -118,8 +111,14 @@ impl Finetuner {
         }
     }
 
-    /// Runs one segment of `job`.
-    pub async fn run(&self, publisher: &Publisher, job: TrainJob) -> Outcome {
+    /// Runs one segment of `job`, delivered as `info`, until `deadline`.
+    pub async fn run(
+        &self,
+        publisher: &Publisher,
+        info: &DeliveryInfo,
+        deadline: tokio::time::Instant,
+        job: TrainJob,
+    ) -> Outcome {
         if job.backbone != "mobilenet_v2" {
             return Outcome::Dead(format!(
                 "finetune supports the mobilenet_v2 backbone (native tch model), not {:?}",
@@ -131,7 +130,22 @@ impl Finetuner {
             return Outcome::Dead(format!("{} not found", weights.display()));
         }
         let resume = match self.checkpoint(&job.run).await {
-            Ok(c) => c,
+            Ok(Some((c, _)))
+                if info.message_id.is_some()
+                    && c.job == info.message_id
+                    && c.segment > info.segment =>
+            {
+                tracing::info!(run = %job.run, segment = info.segment, current = c.segment, "stale segment of a job that went on; dropped");
+                return Outcome::Ack;
+            }
+            Ok(Some((c, w))) if info.message_id.is_some() && c.job == info.message_id => {
+                Some((c, w))
+            }
+            Ok(Some((c, _))) => {
+                tracing::warn!(run = %job.run, epochs_done = c.epochs_done, "checkpoint of another job under this run name; starting afresh");
+                None
+            }
+            Ok(None) => None,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         let images = match images::load(&self.store, &job.dataset, job.sample_frac, job.seed).await
@@ -161,7 +175,7 @@ impl Finetuner {
         }
         tracing::info!(run = %job.run, train = images.train.ids.len(), val = images.val.ids.len(), depth = ?job.params.retraining, "fine-tuning");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let deadline = Instant::now() + self.segment;
+        let deadline = deadline.into_std();
         let (j, token, threads) = (job.clone(), self.shutdown.clone(), self.threads);
         let labels = images.labels.clone();
         let val_ids = images.val.ids.clone();
@@ -195,6 +209,8 @@ impl Finetuner {
                         weights: file.clone(),
                         history: history.clone(),
                         elapsed_s: elapsed + segment_started.elapsed().as_secs_f64(),
+                        job: info.message_id.clone(),
+                        segment: info.segment,
                     };
                     let saved = async {
                         self.store.put(&runs::key(&job.run, &file), w).await?;
@@ -256,19 +272,30 @@ impl Finetuner {
                     outcome = Outcome::Retry("shutdown: resumes from the last checkpoint".into());
                 }
                 Report::Paused => {
-                    // time is up for this delivery: hand the rest to the next one
-                    outcome = match publisher.send(topology::TRAIN_JOBS, &job).await {
-                        Ok(()) => {
-                            tracing::info!(run = %job.run, "segment time up; job requeued to resume from its checkpoint");
-                            Outcome::Ack
-                        }
+                    // time is up for this delivery: the checkpoint now names the next segment
+                    // as the one to go on, so this one, if redelivered, is known as stale
+                    let ck = runs::key(&job.run, runs::CHECKPOINT);
+                    let handed = async {
+                        let mut c: Checkpoint = self.store.get_json(&ck).await?;
+                        c.segment = info.segment + 1;
+                        self.store.put_json(&ck, &c).await
+                    }
+                    .await;
+                    outcome = match handed {
+                        Ok(()) => Outcome::Continue(format!(
+                            "fine-tune {}: segment time up, resumes from its checkpoint",
+                            job.run
+                        )),
                         Err(e) => Outcome::Retry(e.to_string()),
                     };
                 }
                 Report::Failed(e) => outcome = Outcome::Dead(format!("fine-tune failed: {e}")),
             }
         }
-        worker.await.expect("fine-tune thread does not panic");
+        if let Err(e) = worker.await {
+            // a torch panic: the worker runtime counts the delivery against its limit
+            return Outcome::Retry(format!("fine-tune thread panicked: {e}"));
+        }
         outcome
     }
 }
