@@ -32,6 +32,17 @@ pub struct Settings {
     /// The dashboard's write access (labelling, retraining).
     #[serde(default)]
     pub dashboard: DashboardSettings,
+    /// Caps on what one ingest accepts.
+    pub ingest: IngestSettings,
+}
+
+/// Caps on uploaded scenes, checked before their pixels are read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestSettings {
+    /// Largest scene in megapixels (a 0.6 m NAIP quarter-quad is ~130).
+    pub max_scene_megapixels: u64,
+    /// Most tiles one scene may be cut into.
+    pub max_scene_tiles: u64,
 }
 
 /// Who may write through the dashboard.
@@ -178,6 +189,9 @@ segment_secs = 600
 stall_secs = 1800
 [models]
 dir = "../shared/models"
+[ingest]
+max_scene_megapixels = 1000
+max_scene_tiles = 250000
 "#;
 
 impl Settings {

@@ -240,6 +240,92 @@ impl Store {
     }
 
     async fn put_multipart(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let chunks: Vec<Bytes> = body
+            .chunks(MULTIPART_PART_BYTES)
+            .map(|c| body.slice_ref(c))
+            .collect();
+        self.upload_parts(key, futures::stream::iter(chunks.into_iter().map(Ok)))
+            .await
+    }
+
+    /// Writes a local file to `key` without holding it in memory: one part at a time.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StoreError> {
+        keys::validate(key)?;
+        let io = |e: std::io::Error| StoreError::Request {
+            op: "put_file",
+            key: key.to_string(),
+            message: format!("{}: {e}", path.display()),
+        };
+        let len = tokio::fs::metadata(path).await.map_err(io)?.len();
+        if len as usize <= MULTIPART_PART_BYTES {
+            let body = tokio::fs::read(path).await.map_err(io)?;
+            return self.put(key, body).await;
+        }
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let parts = futures::stream::try_unfold(file, move |mut f| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = Vec::with_capacity(MULTIPART_PART_BYTES);
+            while buf.len() < MULTIPART_PART_BYTES {
+                let n = (&mut f)
+                    .take((MULTIPART_PART_BYTES - buf.len()) as u64)
+                    .read_to_end(&mut buf)
+                    .await?;
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>((!buf.is_empty()).then(|| (Bytes::from(buf), f)))
+        });
+        let parts = futures::StreamExt::map(parts, |r| r.map_err(io));
+        self.upload_parts(key, parts).await
+    }
+
+    /// Reads an object into a local file without holding it in memory; returns its size.
+    pub async fn get_to_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt;
+        keys::validate(key)?;
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => {
+                return Err(StoreError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(request_error("get", key, e)),
+        };
+        let fail = |message: String| StoreError::Request {
+            op: "get_to_file",
+            key: key.to_string(),
+            message,
+        };
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let mut body = out.body;
+        let mut written = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(|e| fail(e.to_string()))? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            written += chunk.len() as u64;
+        }
+        file.flush().await.map_err(|e| fail(e.to_string()))?;
+        Ok(written)
+    }
+
+    /// A multipart upload of the parts `parts` yields, aborted on any failure.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        parts: impl futures::Stream<Item = Result<Bytes, StoreError>>,
+    ) -> Result<(), StoreError> {
         let upload = self
             .client
             .create_multipart_upload()
@@ -250,9 +336,12 @@ impl Store {
             .map_err(|e| request_error("create_multipart_upload", key, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = async {
-            let mut parts = Vec::new();
-            for (i, chunk) in body.chunks(MULTIPART_PART_BYTES).enumerate() {
-                let n = i as i32 + 1;
+            let mut done = Vec::new();
+            let mut n = 0;
+            futures::pin_mut!(parts);
+            while let Some(chunk) = futures::StreamExt::next(&mut parts).await {
+                let chunk = chunk?;
+                n += 1;
                 let out = self
                     .client
                     .upload_part()
@@ -260,11 +349,11 @@ impl Store {
                     .key(key)
                     .upload_id(&upload_id)
                     .part_number(n)
-                    .body(ByteStream::from(body.slice_ref(chunk)))
+                    .body(ByteStream::from(chunk))
                     .send()
                     .await
                     .map_err(|e| request_error("upload_part", key, e))?;
-                parts.push(
+                done.push(
                     CompletedPart::builder()
                         .part_number(n)
                         .set_e_tag(out.e_tag().map(String::from))
@@ -278,7 +367,7 @@ impl Store {
                 .upload_id(&upload_id)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
+                        .set_parts(Some(done))
                         .build(),
                 )
                 .send()

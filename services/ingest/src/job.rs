@@ -44,6 +44,7 @@ const PUBLISH_CHUNK: usize = 500;
 pub struct Ingester {
     store: Store,
     telemetry: Telemetry,
+    limits: scene::Limits,
 }
 
 /// What happened to one input file.
@@ -58,8 +59,12 @@ enum FileResult {
 
 impl Ingester {
     /// A handler writing to `store`.
-    pub fn new(store: Store, telemetry: Telemetry) -> Self {
-        Self { store, telemetry }
+    pub fn new(store: Store, telemetry: Telemetry, limits: scene::Limits) -> Self {
+        Self {
+            store,
+            telemetry,
+            limits,
+        }
     }
 
     async fn save_status(&self, st: &mut JobStatus) -> Result<(), StoreError> {
@@ -374,6 +379,19 @@ impl Ingester {
         let publisher = seg.publisher;
         st.total = keys_in.len() as u64;
         let mut handled_here = 0;
+        // which scene each date's tiles come from: this job's and the dataset's earlier ones
+        let mut date_owner: std::collections::BTreeMap<String, String> = Default::default();
+        match manifest::load(&self.store, &job.dataset).await {
+            Ok(rows) => {
+                for r in rows.into_iter().filter(|r| !r.date.is_empty()) {
+                    date_owner.entry(r.date).or_insert(r.source);
+                }
+            }
+            Err(e) => return Outcome::store_failure(&format!("dataset {}", job.dataset), e),
+        }
+        for r in &progress.rows {
+            date_owner.insert(r.date.clone(), r.source.clone());
+        }
         for key in keys_in {
             let name = key.strip_prefix(raw_prefix).unwrap_or(&key).to_string();
             if progress.done.contains(&name) {
@@ -399,23 +417,46 @@ impl Ingester {
                 );
                 continue;
             };
-            let bytes = match self.store.get(&key).await {
-                Ok(b) => b,
-                Err(e) => return Outcome::Retry(e.to_string()),
+            // two scenes of one date would give tiles of the same ids: the second is refused
+            if let Some(other) = date_owner.get(&date).filter(|o| **o != name) {
+                self.record_bad(
+                    job,
+                    st,
+                    BadItem {
+                        item: name,
+                        reason: format!(
+                            "tiles of {date} already come from scene {other} in dataset {}: \
+                             tile ids are <date>/r<row>c<col>, so one dataset holds one scene \
+                             per date; ingest this scene into another dataset",
+                            job.dataset
+                        ),
+                    },
+                );
+                continue;
+            }
+            // GDAL reads files: the scene is streamed into a private directory (never held
+            // in memory), alone, so that no side-car file of someone else's is picked up
+            let dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => return Outcome::Retry(format!("temp dir: {e}")),
             };
-            // GDAL reads files: give it a private copy alone in a private directory, so
-            // that no side-car file of someone else's can be picked up beside it
-            let cut = tokio::task::spawn_blocking(move || {
-                let dir = tempfile::tempdir()
-                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
-                let path = dir.path().join("scene.tif");
-                std::fs::write(&path, &bytes)
-                    .map_err(|e| scene::SceneError::Unreadable(e.to_string()))?;
-                let (info, tiles) = scene::tile_scene(&path, tile_meters)?;
-                Ok::<_, scene::SceneError>((info, scene::pack(tiles)))
-            })
-            .await
-            .expect("tiling does not panic");
+            let (scene_path, pack_path) = (dir.path().join("scene.tif"), dir.path().join("pack"));
+            if let Err(e) = self.store.get_to_file(&key, &scene_path).await {
+                return Outcome::store_failure(&format!("scene {name}"), e);
+            }
+            let limits = self.limits;
+            let cut = {
+                let (scene_path, pack_path) = (scene_path.clone(), pack_path.clone());
+                tokio::task::spawn_blocking(move || {
+                    scene::cut_to_pack(&scene_path, tile_meters, limits, &pack_path)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(scene::SceneError::Unreadable(format!(
+                        "tiling panicked: {e}"
+                    )))
+                })
+            };
             let (info, pack) = match cut {
                 Ok(x) => x,
                 Err(e) => {
@@ -430,12 +471,13 @@ impl Ingester {
                     continue;
                 }
             };
-            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, pack_bytes = pack.bytes.len(), "scene tiled");
+            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, pack_bytes = pack.len, "scene tiled");
+            date_owner.insert(date.clone(), name.clone());
             // one pack per scene: scoring reads a batch of neighbours with one GET
             let pack_key = keys::tile_pack(&pack.sha256);
             let new = match self.store.exists(&pack_key).await {
                 Ok(true) => false,
-                Ok(false) => match self.store.put(&pack_key, pack.bytes).await {
+                Ok(false) => match self.store.put_file(&pack_key, &pack_path).await {
                     Ok(()) => true,
                     Err(e) => return Outcome::Retry(e.to_string()),
                 },

@@ -20,7 +20,15 @@ async fn main() -> anyhow::Result<()> {
     if !app.ensure_bucket().await {
         return Ok(());
     }
-    let handler = Arc::new(job::Ingester::new(app.store.clone(), app.telemetry.clone()));
+    let limits = scene::Limits {
+        max_pixels: app.settings.ingest.max_scene_megapixels * 1_000_000,
+        max_tiles: app.settings.ingest.max_scene_tiles,
+    };
+    let handler = Arc::new(job::Ingester::new(
+        app.store.clone(),
+        app.telemetry.clone(),
+        limits,
+    ));
     // one job at a time: a job is already thousands of parallel tile uploads
     let cfg = worker::WorkerConfig::jobs(&app.settings, "ingest", topology::INGEST_JOBS);
     worker::run(

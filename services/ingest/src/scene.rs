@@ -5,12 +5,25 @@
 //! scene are kept, partial edge tiles are dropped. Bands 1-3 are taken as R, G, B (NAIP's
 //! 4th band, near infrared, is ignored). Tiles are stored as PNG at their native size; the
 //! shared preprocessing resizes them to the model's input.
+//!
+//! Memory stays bounded whatever the scene's size: it is read one strip of tile rows at a
+//! time (GDAL window reads), and the tiles' PNGs go straight into a pack file on disk.
 
 use aerial_shared::messages::ByteRange;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
 use gdal::{Dataset, DatasetOptions, GdalOpenFlags};
 use sha2::{Digest, Sha256};
+use std::io::Write;
 use std::path::Path;
+
+/// Caps on one scene, checked before any pixel is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most pixels (width × height).
+    pub max_pixels: u64,
+    /// Most tiles it may be cut into.
+    pub max_tiles: u64,
+}
 
 /// Why a scene was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -30,6 +43,9 @@ pub enum SceneError {
     /// Rotated or non-square pixels.
     #[error("unsupported geotransform: {0}")]
     Transform(String),
+    /// Over a cap on pixels or tiles.
+    #[error("scene too large: {0}")]
+    TooLarge(String),
     /// The scene is smaller than one tile.
     #[error("scene of {width}x{height} px holds no whole {tile} px tile")]
     TooSmall {
@@ -57,6 +73,7 @@ pub struct SceneTile {
 }
 
 /// What the scene is.
+#[derive(Debug)]
 pub struct SceneInfo {
     /// `EPSG:<code>` (or the CRS name when it has no EPSG code).
     pub crs: String,
@@ -135,11 +152,14 @@ pub fn harden_gdal() {
     });
 }
 
-/// Opens `path` and cuts it into tiles of `tile_meters` on the ground.
-pub fn tile_scene(
+/// Opens `path` and cuts it into tiles of `tile_meters` on the ground, handing each tile to
+/// `each` in row-major order.
+pub fn cut(
     path: &Path,
     tile_meters: f64,
-) -> Result<(SceneInfo, Vec<SceneTile>), SceneError> {
+    limits: Limits,
+    mut each: impl FnMut(SceneTile) -> Result<(), SceneError>,
+) -> Result<SceneInfo, SceneError> {
     let ds = open_geotiff(path)?;
     let srs = ds.spatial_ref().map_err(|_| SceneError::NoGeoReference)?;
     let gt = ds.geo_transform().map_err(|_| SceneError::NoGeoReference)?;
@@ -174,7 +194,21 @@ pub fn tile_scene(
             tile: tile_px,
         });
     }
-    let mut rgb = Vec::with_capacity(3);
+    let pixels = width as u64 * height as u64;
+    if pixels > limits.max_pixels {
+        return Err(SceneError::TooLarge(format!(
+            "{width} x {height} px is over the cap of {:.1} megapixels",
+            limits.max_pixels as f64 / 1e6
+        )));
+    }
+    if (rows * cols) as u64 > limits.max_tiles {
+        return Err(SceneError::TooLarge(format!(
+            "{} tiles of {tile_px} px is over the cap of {} tiles per scene",
+            rows * cols,
+            limits.max_tiles
+        )));
+    }
+    let mut bands = Vec::with_capacity(3);
     for b in 1..=3 {
         let band = ds.rasterband(b).map_err(gdal_err)?;
         if band.band_type() != gdal::raster::GdalDataType::UInt8 {
@@ -183,13 +217,10 @@ pub fn tile_scene(
                 band.band_type()
             )));
         }
-        rgb.push(
-            band.read_band_as::<u8>()
-                .map_err(gdal_err)?
-                .into_shape_and_vec()
-                .1,
-        );
+        bands.push(band);
     }
+    // the kept grid's width: columns past it belong to no tile and are never read
+    let strip_w = cols * tile_px;
     let crs = match (srs.auth_name(), srs.auth_code()) {
         (Some(name), Ok(code)) => format!("{name}:{code}"),
         _ => srs.name().unwrap_or_else(|| "unknown".into()),
@@ -200,11 +231,23 @@ pub fn tile_scene(
     src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
     let to_lonlat = CoordTransform::new(&src, &wgs84).map_err(gdal_err)?;
     let edge = tile_px as f64 * px;
-    let mut tiles = Vec::with_capacity(rows * cols);
     for r in 0..rows {
+        // one strip of tile rows at a time: memory is 3 × tile_px × width bytes, not the scene
+        let mut rgb = Vec::with_capacity(3);
+        for band in &bands {
+            let strip = band
+                .read_as::<u8>(
+                    (0, (r * tile_px) as isize),
+                    (strip_w, tile_px),
+                    (strip_w, tile_px),
+                    None,
+                )
+                .map_err(gdal_err)?;
+            rgb.push(strip.into_shape_and_vec().1);
+        }
         for c in 0..cols {
             let img = image::RgbImage::from_fn(tile_px as u32, tile_px as u32, |x, y| {
-                let i = (r * tile_px + y as usize) * width + c * tile_px + x as usize;
+                let i = y as usize * strip_w + c * tile_px + x as usize;
                 image::Rgb([rgb[0][i], rgb[1][i], rgb[2][i]])
             });
             let mut png = Vec::new();
@@ -224,32 +267,29 @@ pub fn tile_scene(
                 xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 ys.iter().copied().fold(f64::NEG_INFINITY, f64::max),
             ];
-            tiles.push(SceneTile {
+            each(SceneTile {
                 row: r as u32,
                 col: c as u32,
                 png,
                 bounds,
                 lonlat,
-            });
+            })?;
         }
     }
-    Ok((
-        SceneInfo {
-            crs,
-            tile_px,
-            grid: (rows, cols),
-        },
-        tiles,
-    ))
+    Ok(SceneInfo {
+        crs,
+        tile_px,
+        grid: (rows, cols),
+    })
 }
 
-/// A scene's tiles as one object: their PNGs concatenated, and where each one lies.
+/// A scene's tiles as one object: their PNGs back to back, and where each one lies.
 pub struct Pack {
-    /// The concatenated PNGs.
-    pub bytes: Vec<u8>,
-    /// sha256 of `bytes` (hex): the pack's content address.
+    /// sha256 of the pack (hex): its content address.
     pub sha256: String,
-    /// The tiles, in cut order, without their PNGs.
+    /// Its size in bytes.
+    pub len: u64,
+    /// The tiles, in cut order.
     pub tiles: Vec<PackedTile>,
 }
 
@@ -269,29 +309,70 @@ pub struct PackedTile {
     pub sha256: String,
 }
 
-/// Concatenates cut tiles into one pack (each PNG is moved in, not kept twice).
-pub fn pack(tiles: Vec<SceneTile>) -> Pack {
-    let mut bytes = Vec::with_capacity(tiles.iter().map(|t| t.png.len()).sum());
-    let mut packed = Vec::with_capacity(tiles.len());
-    for t in tiles {
-        packed.push(PackedTile {
+/// Writes a pack file tile by tile, hashing as it goes (no tile is kept in memory).
+pub struct PackWriter {
+    out: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    len: u64,
+    tiles: Vec<PackedTile>,
+}
+
+impl PackWriter {
+    /// A new pack file at `path`.
+    pub fn create(path: &Path) -> Result<Self, SceneError> {
+        let f = std::fs::File::create(path).map_err(|e| SceneError::Unreadable(e.to_string()))?;
+        Ok(Self {
+            out: std::io::BufWriter::new(f),
+            hasher: Sha256::new(),
+            len: 0,
+            tiles: Vec::new(),
+        })
+    }
+
+    /// Appends one tile.
+    pub fn add(&mut self, t: SceneTile) -> Result<(), SceneError> {
+        self.out
+            .write_all(&t.png)
+            .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+        self.hasher.update(&t.png);
+        self.tiles.push(PackedTile {
             row: t.row,
             col: t.col,
             bounds: t.bounds,
             lonlat: t.lonlat,
             range: ByteRange {
-                offset: bytes.len() as u64,
+                offset: self.len,
                 length: t.png.len() as u64,
             },
             sha256: hex::encode(Sha256::digest(&t.png)),
         });
-        bytes.extend_from_slice(&t.png);
+        self.len += t.png.len() as u64;
+        Ok(())
     }
-    Pack {
-        sha256: hex::encode(Sha256::digest(&bytes)),
-        bytes,
-        tiles: packed,
+
+    /// Flushes the file and returns what it holds.
+    pub fn finish(mut self) -> Result<Pack, SceneError> {
+        self.out
+            .flush()
+            .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+        Ok(Pack {
+            sha256: hex::encode(self.hasher.finalize()),
+            len: self.len,
+            tiles: self.tiles,
+        })
     }
+}
+
+/// Cuts the scene at `path` into a pack file at `pack_path`.
+pub fn cut_to_pack(
+    path: &Path,
+    tile_meters: f64,
+    limits: Limits,
+    pack_path: &Path,
+) -> Result<(SceneInfo, Pack), SceneError> {
+    let mut w = PackWriter::create(pack_path)?;
+    let info = cut(path, tile_meters, limits, |t| w.add(t))?;
+    Ok((info, w.finish()?))
 }
 
 /// The acquisition date in a file name (`..._YYYYMMDD.tif` → `YYYY-MM-DD`), if any.
@@ -314,6 +395,23 @@ pub fn date_from_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const NO_CAPS: Limits = Limits {
+        max_pixels: u64::MAX,
+        max_tiles: u64::MAX,
+    };
+
+    fn tile_scene(
+        path: &Path,
+        tile_meters: f64,
+    ) -> Result<(SceneInfo, Vec<SceneTile>), SceneError> {
+        let mut tiles = Vec::new();
+        let info = cut(path, tile_meters, NO_CAPS, |t| {
+            tiles.push(t);
+            Ok(())
+        })?;
+        Ok((info, tiles))
+    }
 
     fn region() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -359,18 +457,51 @@ mod tests {
         let img = image::load_from_memory(&tiles[0].png).unwrap();
         assert_eq!((img.width(), img.height()), (45, 45));
 
-        // the pack holds every PNG back to back; each range gives the tile's own bytes
+        // the pack file holds every PNG back to back; each range gives the tile's own bytes
         let pngs: Vec<Vec<u8>> = tiles.iter().map(|t| t.png.clone()).collect();
-        let p = pack(tiles);
+        let dir = tempfile::tempdir().unwrap();
+        let (_, p) = cut_to_pack(
+            &region().join("m_4709963_se_14_1_20090818.tif"),
+            224.0,
+            NO_CAPS,
+            &dir.path().join("pack"),
+        )
+        .unwrap();
+        let bytes = std::fs::read(dir.path().join("pack")).unwrap();
         assert_eq!(p.tiles.len(), 320);
-        assert_eq!(p.bytes.len(), pngs.iter().map(Vec::len).sum::<usize>());
-        assert_eq!(p.sha256, hex::encode(Sha256::digest(&p.bytes)));
+        assert_eq!(bytes.len(), pngs.iter().map(Vec::len).sum::<usize>());
+        assert_eq!(p.len, bytes.len() as u64);
+        assert_eq!(p.sha256, hex::encode(Sha256::digest(&bytes)));
         for (t, png) in p.tiles.iter().zip(&pngs) {
             let r = t.range.offset as usize..t.range.end() as usize;
-            assert_eq!(&p.bytes[r], &png[..]);
+            assert_eq!(
+                &bytes[r],
+                &png[..],
+                "strip reads give the same tiles as before"
+            );
             assert_eq!(t.sha256, hex::encode(Sha256::digest(png)));
         }
         assert_eq!((p.tiles[21].row, p.tiles[21].col), (1, 1));
+    }
+
+    #[test]
+    fn caps_refuse_before_reading() {
+        let scene = region().join("m_4709963_se_14_1_20090818.tif");
+        let small = Limits {
+            max_pixels: 500_000,
+            max_tiles: u64::MAX,
+        };
+        let err = cut(&scene, 224.0, small, |_| panic!("no tile is cut")).unwrap_err();
+        assert!(
+            matches!(&err, SceneError::TooLarge(m) if m.contains("934 x 724 px is over the cap of 0.5 megapixels")),
+            "{err}"
+        );
+        let few = Limits {
+            max_pixels: u64::MAX,
+            max_tiles: 100,
+        };
+        let err = cut(&scene, 224.0, few, |_| panic!("no tile is cut")).unwrap_err();
+        assert!(err.to_string().contains("320 tiles"), "{err}");
     }
 
     #[test]
