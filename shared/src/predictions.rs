@@ -23,6 +23,19 @@ pub struct ScoreSpec {
     pub accepted_at: DateTime<Utc>,
 }
 
+impl ScoreSpec {
+    /// Why `job` cannot be this job's request, if it cannot: a job id names one run scored
+    /// on one dataset, never another's results.
+    pub fn conflict(&self, job: &ScoreJob) -> Option<String> {
+        (self.job.run != job.run || self.job.dataset != job.dataset).then(|| {
+            format!(
+                "job id {} already holds run {} scored on dataset {}, not run {} on {}: choose another --name",
+                job.job_id, self.job.run, self.job.dataset, job.run, job.dataset
+            )
+        })
+    }
+}
+
 /// The prediction for one tile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionRow {
@@ -222,6 +235,28 @@ pub fn to_geojson(labels: &[String], rows: &[PredictionRow]) -> serde_json::Valu
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_job_id_names_one_run_on_one_dataset() {
+        let job = |dataset: &str, run: &str| ScoreJob {
+            job_id: "a-b-c".into(),
+            run: run.into(),
+            dataset: dataset.into(),
+            smooth: false,
+        };
+        let spec = ScoreSpec {
+            job: job("a-b", "c"),
+            labels: vec![],
+            total: 1,
+            method: "logistic".into(),
+            backbone: "mobilenet_v2".into(),
+            accepted_at: chrono::Utc::now(),
+        };
+        assert!(spec.conflict(&job("a-b", "c")).is_none(), "the same request");
+        let why = spec.conflict(&job("a", "b-c")).expect("same id, other request");
+        assert!(why.contains("already holds run c scored on dataset a-b"), "{why}");
+    }
+
     use super::*;
 
     fn row(id: &str, label: &str) -> PredictionRow {

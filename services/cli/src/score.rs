@@ -51,6 +51,15 @@ pub async fn run(settings: &Settings, a: ScoreArgs) -> anyhow::Result<()> {
     keys::validate_run_name(&job.run)?;
     let store = Store::connect(&settings.s3).await;
     store.ensure_bucket().await?;
+    // `<dataset>-<run>` can name two requests (`a-b` + `c`, `a` + `b-c`): the spec says whose
+    if let Ok(spec) = store
+        .get_json::<aerial_shared::predictions::ScoreSpec>(&keys::score_spec(&job.job_id))
+        .await
+    {
+        if let Some(why) = spec.conflict(&job) {
+            anyhow::bail!("{why}");
+        }
+    }
     match store
         .get_json::<JobStatus>(&keys::job_status(&job.job_id))
         .await

@@ -53,6 +53,21 @@ impl FanOut {
         if let Err(e) = names {
             return self.refuse(&job, e.to_string()).await;
         }
+        // a job id already taken by another run or dataset is refused, never answered with
+        // the other job's results
+        match self
+            .store
+            .get_json::<ScoreSpec>(&keys::score_spec(&job.job_id))
+            .await
+        {
+            Ok(spec) => {
+                if let Some(why) = spec.conflict(&job) {
+                    return Outcome::Dead(format!("score job {}: {why}", job.job_id));
+                }
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Outcome::store_failure(&format!("score job {}", job.job_id), e),
+        }
         let mut seen_before = false;
         match self
             .store
