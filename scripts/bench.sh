@@ -2,7 +2,7 @@
 # make bench: featurize throughput three ways on the same images and thread count, and the
 # service's memory over a long run; score throughput with 1 and 2 replicas and a long
 # county-sized job. Each part writes bench/results/<part>.md; BENCHMARKS.md is assembled
-# from them. BENCH_ONLY=featurize|score|classifiers runs one part and keeps the others' last
+# from them. BENCH_ONLY=featurize|score|scene|classifiers runs one part and keeps the others' last
 # results; the GPU section comes from make gpu-check (bench/results/gpu.md).
 #   (a) plain Python: PIL decode + resize + the same TorchScript model, batch 32
 #   (b) our featurize service end to end: tiles in S3 -> RabbitMQ -> feature shards in S3
@@ -121,6 +121,11 @@ if [ "$PART" = all ] || [ "$PART" = score ]; then
   mv "$STATE/score.md" bench/results/score.md
 fi
 
+if [ "$PART" = all ] || [ "$PART" = scene ]; then
+  bash bench/scene_ingest.sh "$STATE" > "$STATE/scene.md"
+  mv "$STATE/scene.md" bench/results/scene.md
+fi
+
 if [ "$PART" = all ] || [ "$PART" = classifiers ]; then
   if [ -f .state/servers/env ]; then bash bench/classic.sh
   else echo "[bench] classifiers skipped: they read rsscn7's features from the make demo stack"; fi
@@ -136,7 +141,7 @@ Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no G
 GPU: see the last section (\`make gpu-check\`, run on a lent CUDA machine; the Rust services' CUDA path itself is not measured there).
 
 MD
-for f in featurize score classifiers; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
+for f in featurize score scene classifiers; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
 if [ -f bench/results/gpu.md ]; then printf '## GPU\n\n'; cat bench/results/gpu.md; fi
 } > BENCHMARKS.md
 cat BENCHMARKS.md

@@ -20,15 +20,17 @@ p(f"Last run: {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit `{commit}`
 p()
 p("## Faults and load")
 p()
-p("| scenario | fault | what happened | input | output | duplicates | DLQ | services alive |")
-p("|---|---|---|---:|---:|---:|---:|---|")
+p("| scenario | fault | what happened | input | output | duplicates | redeliveries | DLQ | services alive |")
+p("|---|---|---|---:|---:|---:|---:|---:|---|")
 for r in rows:
     if r.get("kind") in ("fault", "load"):
         p(f"| {r['scenario']} | {r['fault']} | {r['what_happened']} | {r['input']:,} | {r['output']:,} | "
-          f"{r['duplicates']} | {r['dlq']} | {r.get('services_alive', '')} |")
+          f"{r['duplicates']} | {r.get('redeliveries', '—')} | {r['dlq']} | {r.get('services_alive', '')} |")
 p()
-p("Input = tiles sent, output = distinct tiles in the result (prediction table or feature")
-p("shards), duplicates = rows beyond one per tile, DLQ = messages in every dead-letter queue")
+p("Input = tiles sent, output = distinct tiles in the raw results (every prediction batch object")
+p("or feature shard), duplicates = rows in those raw objects beyond one per tile (a tile scored")
+p("twice into two objects counts), redeliveries = requeues and reconnects the services logged")
+p("(where a fault test records them; > 0 shows the fault hit the job), DLQ = messages in every dead-letter queue")
 p("at the end (only score-kill had bad input: its corrupted tiles, counted apart from the")
 p("input, belong in the DLQ; anywhere else a DLQ entry would be a loss).")
 for r in rows:
@@ -47,8 +49,33 @@ for r in rows:
             if len(reason) > 160:
                 reason = reason[:157] + "..."
             p(f"| {c['item']} | `{reason}` |")
+for r in rows:
+    if r.get("kind") == "poison":
+        p()
+        p("## Poison messages (bounded redelivery)")
+        p()
+        p(f"Delivery limit {r['limit']} (quorum queues count deliveries; `tests/tests/broker_redelivery.rs`). "
+          f"{r['after']}.")
+        p()
+        p("| message | deliveries | reason in the DLQ |")
+        p("|---|---:|---|")
+        for c in r["cases"]:
+            p(f"| {c['item']} | {c['deliveries']} | `{c['reason'][:150]}` |")
+    if r.get("kind") == "long-job":
+        p()
+        p("## Jobs longer than the consumer timeout")
+        p()
+        p(f"Test broker `consumer_timeout` {r['consumer_timeout_s']} s (`tests/tests/long_jobs.rs`): a fine-tune of "
+          f"{r['finetune_s']} s ran in {r['finetune_deliveries']} deliveries and left {r['run_records']} run record "
+          f"with {r['epochs']} epochs, each once; an ingest of ten scenes ran in {r['ingest_deliveries']} deliveries "
+          f"and left one manifest part of {r['ingest_tiles']:,} tiles. No delivery timed out, no job copy was left in a queue or DLQ.")
+fuzz = [r for r in rows if r.get("kind") == "fuzz"]
 p()
 p("## Fuzzing")
 p()
-p("- Message decoding is fuzzed with proptest (`shared/tests/fuzz_decode.rs`, 2,000 cases per")
-p("  property: arbitrary bytes, arbitrary JSON, mutated valid messages, unsafe keys): no panic.")
+if fuzz and fuzz[0]["passed"]:
+    p("- Message decoding is fuzzed with proptest (`shared/tests/fuzz_decode.rs`, run by this")
+    p(f"  `make reliability`: {fuzz[0]['tests']} properties, 2,000 cases each: arbitrary bytes, arbitrary JSON,")
+    p("  mutated valid messages, unsafe keys): no panic.")
+else:
+    p("- The decode fuzz test (`shared/tests/fuzz_decode.rs`) did not pass in this run: see target/reliability.log.")

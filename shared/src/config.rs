@@ -153,7 +153,7 @@ pub struct WorkerSettings {
     pub threads: usize,
     /// A job (ingest, train) holds its delivery at most this long, then saves its progress,
     /// publishes its next segment and acks: keep it well under the broker's `consumer_timeout`.
-    pub segment_secs: u64,
+    pub segment_secs: f64,
     /// `/healthz` fails when deliveries have been held this long without any being settled.
     pub stall_secs: u64,
 }

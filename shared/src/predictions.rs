@@ -252,9 +252,17 @@ mod tests {
             backbone: "mobilenet_v2".into(),
             accepted_at: chrono::Utc::now(),
         };
-        assert!(spec.conflict(&job("a-b", "c")).is_none(), "the same request");
-        let why = spec.conflict(&job("a", "b-c")).expect("same id, other request");
-        assert!(why.contains("already holds run c scored on dataset a-b"), "{why}");
+        assert!(
+            spec.conflict(&job("a-b", "c")).is_none(),
+            "the same request"
+        );
+        let why = spec
+            .conflict(&job("a", "b-c"))
+            .expect("same id, other request");
+        assert!(
+            why.contains("already holds run c scored on dataset a-b"),
+            "{why}"
+        );
     }
 
     use super::*;

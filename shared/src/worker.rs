@@ -153,7 +153,7 @@ impl WorkerConfig {
             batch_wait: Duration::from_millis(s.worker.batch_wait_ms),
             concurrency: s.worker.concurrency.max(1),
             delivery_limit: s.amqp.delivery_limit.max(1),
-            segment: Duration::from_secs(s.worker.segment_secs.max(1)),
+            segment: Duration::from_secs_f64(s.worker.segment_secs.max(0.1)),
             stall: Duration::from_secs(s.worker.stall_secs),
             one_at_a_time: false,
         }

@@ -280,6 +280,18 @@ async fn poison_messages_reach_the_dlq_after_the_delivery_limit() {
     assert_eq!(ids.len(), 1, "one message id across segments: {seg:?}");
     assert!(ids.iter().all(Option::is_some));
     assert_eq!(seen["ok"].len(), 1);
+    aerial_tests::record_reliability(
+        "poison",
+        serde_json::json!({
+            "kind": "poison",
+            "limit": limit,
+            "cases": [
+                {"item": "a batch whose handler panics", "deliveries": seen["panic"].len(), "reason": reasons[0]},
+                {"item": "a message that always fails transiently (unreadable manifest)", "deliveries": seen["retry"].len(), "reason": reasons[1]},
+            ],
+            "after": "a job published after them was handled; the consumer never stopped",
+        }),
+    );
     assert_eq!(iso.ready(topology::SCORE_JOBS).await, 0);
     stop.cancel();
     run.await.unwrap();

@@ -114,6 +114,44 @@ async fn start_score_job(iso: &Isolated, job: &str) -> (Vec<Proc>, BTreeSet<Stri
     (procs, ids)
 }
 
+/// The job's progress at the moment of a fault: it must be mid-job to test anything.
+async fn at_fault(iso: &Isolated, job: &str) -> (u64, u64) {
+    let st: JobStatus = iso.store.get_json(&keys::job_status(job)).await.unwrap();
+    let written = iso
+        .store
+        .list(&keys::predictions_prefix(job))
+        .await
+        .unwrap()
+        .len();
+    assert!(
+        written > 0,
+        "no prediction written yet: the fault would hit before the job"
+    );
+    assert!(
+        st.state != JobState::Done,
+        "the job finished before the fault: nothing was tested"
+    );
+    (written as u64, st.total)
+}
+
+/// Every prediction row in the job's raw batch objects: (rows, distinct tile ids). A tile
+/// scored twice into two objects counts twice here, whatever the assembled table shows.
+async fn raw_predictions(iso: &Isolated, job: &str) -> (usize, BTreeSet<String>) {
+    let mut rows = 0;
+    let mut ids = BTreeSet::new();
+    for o in iso
+        .store
+        .list(&keys::predictions_prefix(job))
+        .await
+        .unwrap()
+    {
+        let b: predictions::PredictionBatch = iso.store.get_json(&o.key).await.unwrap();
+        rows += b.rows.len();
+        ids.extend(b.rows.into_iter().map(|r| r.tile_id));
+    }
+    (rows, ids)
+}
+
 /// Messages left in every dead-letter queue (drained).
 async fn dlq_total(iso: &Isolated) -> usize {
     let mut n = 0;
@@ -128,12 +166,16 @@ fn alive_count(procs: &mut [Proc]) -> usize {
     procs.iter_mut().map(|p| p.alive()).filter(|&a| a).count()
 }
 
-/// Waits for the job, then checks and records: every tile once, DLQs empty, services alive.
+/// Waits for the job, then checks and records: every tile once (counted in the raw batch
+/// objects, where a tile scored twice would show), redeliveries seen, DLQs empty, services
+/// alive.
+#[allow(clippy::too_many_arguments)]
 async fn finish_and_count(
     iso: &Isolated,
     job: &str,
     expected: &BTreeSet<String>,
     procs: &mut [Proc],
+    at_fault: (u64, u64),
     scenario: &str,
     fault: &str,
     recovery: &str,
@@ -153,16 +195,19 @@ async fn finish_and_count(
         .await
         .unwrap();
     let table = predictions::from_csv(&table).unwrap();
-    let ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
-    let duplicates = table.len() - ids.len();
+    let table_ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
+    let (raw_rows, ids) = raw_predictions(iso, job).await;
+    let duplicates = raw_rows - ids.len();
     let dlq = dlq_total(iso).await;
     let alive = alive_count(procs);
     let logs: String = procs.iter().map(Proc::log_text).collect();
+    let requeues = logs
+        .matches("requeueing message after transient failure")
+        .count();
+    let reconnects = logs.matches("broker connection lost; reconnecting").count();
     let recovery = format!(
-        "{recovery} (logs: {} requeues after transient failures, {} reconnects)",
-        logs.matches("requeueing message after transient failure")
-            .count(),
-        logs.matches("broker connection lost; reconnecting").count()
+        "{recovery} (fault at {} of {} batch objects written; logs: {requeues} requeues after transient failures, {reconnects} reconnects)",
+        at_fault.0, at_fault.1.div_ceil(8)
     );
     record_reliability(
         scenario,
@@ -173,14 +218,25 @@ async fn finish_and_count(
             "input": expected.len(),
             "output": ids.len(),
             "duplicates": duplicates,
+            "redeliveries": requeues + reconnects,
             "dlq": dlq,
             "services_alive": format!("{alive}/{}", procs.len()),
         }),
     );
     assert_eq!(st.done, expected.len() as u64);
     assert_eq!(st.failed, 0);
-    assert_eq!(duplicates, 0, "a tile appears twice");
-    assert_eq!(&ids, expected);
+    assert_eq!(&ids, expected, "every tile in the raw batch objects");
+    assert_eq!(&table_ids, expected, "every tile in the table");
+    assert_eq!(
+        table.len(),
+        expected.len(),
+        "the table holds each tile once"
+    );
+    assert_eq!(duplicates, 0, "a tile was scored into two batch objects");
+    assert!(
+        requeues + reconnects > 0,
+        "the fault caused no retry or reconnect: it did not hit the job"
+    );
     assert_eq!(dlq, 0, "nothing here was bad input");
     assert_eq!(alive, procs.len(), "a service died instead of recovering");
 }
@@ -191,6 +247,7 @@ async fn rabbitmq_restart_mid_job_loses_nothing() {
     let srv = PrivateServers::start();
     let iso = srv.servers.isolated("broker-restart").await;
     let (mut procs, ids) = start_score_job(&iso, "job").await;
+    let at = at_fault(&iso, "job").await;
     srv.stop_rabbitmq();
     tokio::time::sleep(Duration::from_secs(5)).await;
     srv.start_stopped();
@@ -203,6 +260,7 @@ async fn rabbitmq_restart_mid_job_loses_nothing() {
         "job",
         &ids,
         &mut procs,
+        at,
         "rabbitmq-restart",
         "RabbitMQ stopped (SIGTERM) mid-job, started again 5 s later",
         "every service logged the lost connection, reconnected with backoff and resubscribed; unacked deliveries were redelivered",
@@ -216,6 +274,7 @@ async fn s3_outage_of_30s_mid_job_loses_nothing() {
     let srv = PrivateServers::start();
     let iso = srv.servers.isolated("s3-outage").await;
     let (mut procs, ids) = start_score_job(&iso, "job").await;
+    let at = at_fault(&iso, "job").await;
     let down = Instant::now();
     srv.stop_s3();
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
@@ -226,6 +285,7 @@ async fn s3_outage_of_30s_mid_job_loses_nothing() {
         "job",
         &ids,
         &mut procs,
+        at,
         "s3-outage",
         &format!("S3 server stopped mid-job for {outage} s, then started again"),
         "batches whose reads or writes failed were requeued (transient) and retried after the server came back; nothing was dead-lettered",

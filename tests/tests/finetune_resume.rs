@@ -94,20 +94,32 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
         .unwrap();
     let epochs: Vec<u32> = metrics.history.iter().map(|e| e.epoch).collect();
     let distinct: std::collections::BTreeSet<u32> = epochs.iter().copied().collect();
+    let dlq = iso
+        .drain(&aerial_shared::topology::dlq(
+            aerial_shared::topology::TRAIN_JOBS,
+        ))
+        .await
+        .len();
+    let mut second = second;
+    let alive = usize::from(second.alive());
+    let segments = log.matches("job continues in its next segment").count();
     aerial_tests::record_reliability(
         "train-kill",
         serde_json::json!({
             "kind": "fault",
             "fault": "train killed with SIGKILL after its first epoch checkpoint (4-epoch fine-tune), a new one started",
-            "what_happened": "the job was redelivered; the new service resumed from the checkpoint and finished the remaining epochs (counts are epochs)",
+            "what_happened": format!("the job was redelivered; the new service resumed from the checkpoint and finished the remaining epochs in {} deliveries of one epoch each (counts are epochs)", segments + 1),
             "input": 4,
             "output": distinct.len(),
             "duplicates": epochs.len() - distinct.len(),
-            "dlq": 0,
-            "services_alive": "1/1",
+            "redeliveries": log.matches("resuming fine-tune from checkpoint").count(),
+            "dlq": dlq,
+            "services_alive": format!("{alive}/1"),
         }),
     );
     assert_eq!(epochs, vec![1, 2, 3, 4], "every epoch once, in order");
+    assert_eq!(dlq, 0);
+    assert_eq!(alive, 1);
     assert_eq!(metrics.train_tiles, 24);
     assert_eq!(metrics.val_tiles, 12);
     assert!(metrics

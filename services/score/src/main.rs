@@ -25,6 +25,7 @@ mod geotiff;
 mod mapimage;
 mod models;
 mod scorer;
+mod written;
 
 use aerial_featurize::backbone::Inference;
 use aerial_shared::{malloc, service, topology, worker};

@@ -4,6 +4,7 @@
 
 use crate::feature_cache::FeatureCache;
 use crate::models::{Models, RunModel, Scoring};
+use crate::written::Written;
 use aerial_featurize::backbone::{InferError, Inference};
 use aerial_shared::{
     classifier::argmax_rows,
@@ -27,6 +28,7 @@ pub struct Scorer {
     telemetry: Telemetry,
     models: Models,
     cache: FeatureCache,
+    written: Written,
     replica: String,
 }
 
@@ -43,6 +45,7 @@ impl Scorer {
             telemetry,
             models: Models::default(),
             cache: FeatureCache::default(),
+            written: Written::default(),
             replica,
         }
     }
@@ -156,6 +159,72 @@ impl Scorer {
         }
     }
 
+    /// The tiles still to score: redelivered tiles already in a written batch object are
+    /// acked (after that object is reported again) instead of being scored into a second one.
+    /// `None` when the check itself failed (every tile is then retried, in `out`).
+    async fn not_yet_written(
+        &self,
+        ctx: &BatchCtx,
+        job_id: &str,
+        tiles: Vec<(usize, ScoreTile)>,
+        out: &mut Vec<(usize, Outcome)>,
+    ) -> Option<Vec<(usize, ScoreTile)>> {
+        let redelivered: Vec<String> = tiles
+            .iter()
+            .filter(|(i, _)| ctx.redelivered.get(*i).copied().unwrap_or(false))
+            .map(|(_, st)| st.tile.tile_id.clone())
+            .collect();
+        if redelivered.is_empty() {
+            return Some(tiles);
+        }
+        let ids: Vec<&str> = redelivered.iter().map(String::as_str).collect();
+        let found = match self.written.lookup(&self.store, job_id, &ids).await {
+            Ok(f) => f,
+            Err(e) => {
+                out.extend(
+                    tiles
+                        .into_iter()
+                        .map(|(i, _)| (i, Outcome::Retry(e.to_string()))),
+                );
+                return None;
+            }
+        };
+        let holder: std::collections::HashMap<String, String> = redelivered
+            .into_iter()
+            .zip(found)
+            .filter_map(|(id, k)| k.map(|k| (id, k)))
+            .collect();
+        let mut reported: std::collections::HashMap<String, Result<(), String>> =
+            Default::default();
+        let mut rest = Vec::with_capacity(tiles.len());
+        for (i, st) in tiles {
+            match holder.get(&st.tile.tile_id) {
+                Some(key) if ctx.redelivered.get(i).copied().unwrap_or(false) => {
+                    if !reported.contains_key(key) {
+                        let r = self.progress(ctx, job_id, key.clone()).await;
+                        reported.insert(key.clone(), r);
+                    }
+                    out.push((
+                        i,
+                        match &reported[key] {
+                            Ok(()) => Outcome::Ack,
+                            Err(e) => Outcome::Retry(e.clone()),
+                        },
+                    ));
+                }
+                _ => rest.push((i, st)),
+            }
+        }
+        if !holder.is_empty() {
+            tracing::info!(
+                job = job_id,
+                already = holder.len(),
+                "redelivered tiles already written; acked, not scored again"
+            );
+        }
+        Some(rest)
+    }
+
     /// Scores one (job, run) group; returns outcomes for its indices.
     async fn group(
         &self,
@@ -183,6 +252,10 @@ impl Scorer {
         let started = std::time::Instant::now();
         // classic runs: tiles whose content the cache knows skip the fetch and the CNN
         let mut cached = vec![None; tiles.len()];
+        let tiles = match self.not_yet_written(ctx, job_id, tiles, &mut out).await {
+            Some(t) if !t.is_empty() => t,
+            _ => return out,
+        };
         if matches!(model.scoring, Scoring::Classic(_)) {
             let shas: Vec<&str> = tiles
                 .iter()
