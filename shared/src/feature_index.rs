@@ -6,7 +6,7 @@
 
 use crate::{
     keys,
-    shards::{self, HeaderIds},
+    shards::{self, HeaderIds, HeaderTiles},
     store::StoreError,
     Store,
 };
@@ -24,6 +24,10 @@ pub struct FeatureIndex {
     shards: HashSet<String>,
     unreadable: HashSet<String>,
     ids: HashSet<String>,
+    /// Content hashes featurized per tile id (shards that record them).
+    versions: std::collections::HashMap<String, HashSet<String>>,
+    /// Tile ids from shards of earlier versions, without hashes: taken as current.
+    unverified: HashSet<String>,
     refreshed: Option<SystemTime>,
 }
 
@@ -45,6 +49,8 @@ impl FeatureIndex {
             shards: HashSet::new(),
             unreadable: HashSet::new(),
             ids: HashSet::new(),
+            versions: Default::default(),
+            unverified: HashSet::new(),
             refreshed: None,
         }
     }
@@ -59,6 +65,16 @@ impl FeatureIndex {
     /// Whether `tile_id` has features.
     pub fn contains(&self, tile_id: &str) -> bool {
         self.ids.contains(tile_id)
+    }
+
+    /// Whether `tile_id` has features of the image whose sha256 is `sha256` (a tile whose
+    /// image changed under the same id has not; shards without hashes are taken as current).
+    pub fn contains_version(&self, tile_id: &str, sha256: &str) -> bool {
+        self.unverified.contains(tile_id)
+            || self
+                .versions
+                .get(tile_id)
+                .is_some_and(|v| v.contains(sha256))
     }
 
     /// Number of distinct featurized tiles.
@@ -81,10 +97,18 @@ impl FeatureIndex {
         self.refreshed
     }
 
-    /// Records a shard this process has just written.
-    pub fn insert(&mut self, shard_key: &str, tile_ids: impl IntoIterator<Item = String>) {
+    /// Records a shard this process has just written (or has read the header of).
+    pub fn insert(&mut self, shard_key: &str, tiles: HeaderTiles) {
         self.shards.insert(shard_key.to_string());
-        self.ids.extend(tile_ids);
+        match tiles.sha256 {
+            Some(hashes) => {
+                for (id, h) in tiles.ids.iter().zip(hashes) {
+                    self.versions.entry(id.clone()).or_default().insert(h);
+                }
+            }
+            None => self.unverified.extend(tiles.ids.iter().cloned()),
+        }
+        self.ids.extend(tiles.ids);
     }
 
     /// Lists the shards and reads the headers of those not seen before. If a shard it knew
@@ -103,6 +127,8 @@ impl FeatureIndex {
             self.shards.clear();
             self.unreadable.clear();
             self.ids.clear();
+            self.versions.clear();
+            self.unverified.clear();
         }
         let r = self.absorb(store, listed).await?;
         self.refreshed = Some(started);
@@ -156,7 +182,7 @@ impl FeatureIndex {
 pub async fn header_ids(
     store: &Store,
     key: &str,
-) -> Result<Result<Vec<String>, String>, StoreError> {
+) -> Result<Result<HeaderTiles, String>, StoreError> {
     let start = store
         .get_range(key, 0, shards::HEADER_PROBE_BYTES as u64)
         .await?;

@@ -111,7 +111,7 @@ impl Featurizer {
         }
         let mut todo = Vec::with_capacity(tiles.len());
         for (i, t) in tiles {
-            if idx.contains(&t.tile_id) {
+            if idx.contains_version(&t.tile_id, &t.sha256) {
                 out.push((i, Outcome::Ack));
             } else {
                 todo.push((i, t));
@@ -180,6 +180,7 @@ impl Featurizer {
             dim: features.len() / n,
             tile_ids,
             features,
+            tile_sha256: Some(ok.iter().map(|(_, t)| t.sha256.clone()).collect()),
         };
         let written = async {
             let bytes = shards::encode(&shard).map_err(|e| e.to_string())?;
@@ -188,7 +189,13 @@ impl Featurizer {
         .await;
         match written {
             Ok(()) => {
-                index.lock().await.insert(&key, shard.tile_ids);
+                index.lock().await.insert(
+                    &key,
+                    aerial_shared::shards::HeaderTiles {
+                        ids: shard.tile_ids,
+                        sha256: shard.tile_sha256,
+                    },
+                );
                 self.telemetry
                     .tiles
                     .with_label_values(&[dataset])

@@ -101,10 +101,12 @@ impl FeatureCache {
             "{}{name}.safetensors",
             keys::feature_cache_prefix(dataset, backbone)
         );
+        // rows are named by the tile's sha256 already: the content is the name
         let bytes = shards::encode(&shards::Shard {
             tile_ids: shas.clone(),
             dim,
             features,
+            tile_sha256: None,
         })
         .map_err(|e| StoreError::Request {
             op: "encode_shard",
@@ -142,7 +144,7 @@ async fn refresh(store: &Store, prefix: &str, idx: &mut Index) -> Result<(), Sto
         .filter(|k| !idx.shards.contains(k))
         .collect();
     // per shard: its row ids, or why its header is not ours to read
-    type HeaderRead = Result<Result<Vec<String>, String>, StoreError>;
+    type HeaderRead = Result<Result<shards::HeaderTiles, String>, StoreError>;
     let read: Vec<(String, HeaderRead)> = futures::stream::iter(new)
         .map(|k: String| async move {
             let ids = feature_index::header_ids(store, &k).await;
@@ -153,8 +155,8 @@ async fn refresh(store: &Store, prefix: &str, idx: &mut Index) -> Result<(), Sto
         .await;
     for (k, ids) in read {
         match ids {
-            Ok(Ok(ids)) => {
-                for (row, s) in ids.into_iter().enumerate() {
+            Ok(Ok(tiles)) => {
+                for (row, s) in tiles.ids.into_iter().enumerate() {
                     idx.at.insert(s, (k.clone(), row));
                 }
                 idx.shards.insert(k);

@@ -90,14 +90,18 @@ pub fn hold_out<T: Clone + Ord>(items: Items<T>, frac: f64, seed: u64) -> (Items
     (kept, held)
 }
 
+/// Feature vectors of one tile id: the image's sha256 they were computed from (`None` for
+/// shards of earlier versions, which did not record it) and the vector.
+type Versions = Vec<(Option<String>, Vec<f32>)>;
+
 /// Loads every feature vector of `dataset`/`backbone`, keyed by tile id.
 pub async fn load_features(
     store: &Store,
     dataset: &str,
     backbone: &str,
-) -> Result<(HashMap<String, Vec<f32>>, usize), DataError> {
+) -> Result<(HashMap<String, Versions>, usize), DataError> {
     let prefix = keys::feature_shards_prefix(dataset, backbone);
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, Versions> = HashMap::new();
     let mut dim = 0;
     for obj in store.list(&prefix).await? {
         let bytes = store.get(&obj.key).await?;
@@ -105,10 +109,27 @@ pub async fn load_features(
             shards::decode(&bytes).map_err(|e| DataError::Unusable(format!("{}: {e}", obj.key)))?;
         dim = shard.dim;
         for (i, id) in shard.tile_ids.into_iter().enumerate() {
-            out.insert(id, shard.features[i * dim..(i + 1) * dim].to_vec());
+            let sha = shard.tile_sha256.as_ref().map(|h| h[i].clone());
+            out.entry(id)
+                .or_default()
+                .push((sha, shard.features[i * dim..(i + 1) * dim].to_vec()));
         }
     }
     Ok((out, dim))
+}
+
+/// The vector computed from the image whose sha256 is `sha256`; an unhashed one (older
+/// shard) when there is none; nothing when only other images' features exist.
+fn current(versions: Versions, sha256: &str) -> Option<Vec<f32>> {
+    let mut unhashed = None;
+    for (h, v) in versions {
+        match h {
+            Some(h) if h == sha256 => return Some(v),
+            None => unhashed = Some(v),
+            Some(_) => {}
+        }
+    }
+    unhashed
 }
 
 /// Builds the train/val matrices of one labelled dataset or several learnt together
@@ -134,11 +155,15 @@ pub async fn load(
                 format!("{dataset}:{id}")
             }
         };
-        labelled.extend(
-            rows.into_iter()
-                .filter(|r| !r.label.is_empty() && !r.split.is_empty())
-                .map(|r| (name(&r.id), r.label, r.split)),
-        );
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| !r.label.is_empty() && !r.split.is_empty())
+            .collect();
+        let shas: HashMap<String, String> = rows
+            .iter()
+            .map(|r| (r.id.clone(), r.sha256.clone()))
+            .collect();
+        labelled.extend(rows.into_iter().map(|r| (name(&r.id), r.label, r.split)));
         if labelled.len() == before {
             return Err(DataError::Unusable(format!(
                 "dataset {dataset} has no labelled tiles"
@@ -151,7 +176,12 @@ pub async fn load(
             )));
         }
         dim = dim.max(d);
-        features.extend(f.into_iter().map(|(id, v)| (name(&id), v)));
+        // only features of the image the manifest names now: a tile whose image changed
+        // under the same id counts as without features until it is featurized again
+        features.extend(f.into_iter().filter_map(|(id, versions)| {
+            let v = current(versions, shas.get(&id)?)?;
+            Some((name(&id), v))
+        }));
     }
     let labels: Vec<String> = labelled
         .iter()
@@ -215,6 +245,28 @@ pub async fn load(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn features_of_a_changed_image_are_not_used() {
+        let v = |x: f32| vec![x; 2];
+        let both = vec![
+            (Some("old".to_string()), v(1.0)),
+            (Some("new".to_string()), v(2.0)),
+        ];
+        assert_eq!(current(both.clone(), "new"), Some(v(2.0)));
+        assert_eq!(
+            current(both, "other"),
+            None,
+            "only another image's features"
+        );
+        let legacy = vec![(None, v(3.0)), (Some("old".to_string()), v(1.0))];
+        assert_eq!(
+            current(legacy, "new"),
+            Some(v(3.0)),
+            "unhashed shards are taken as current"
+        );
+    }
+
     use super::*;
 
     #[test]

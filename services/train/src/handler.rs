@@ -49,7 +49,10 @@ impl Trainer {
             index.refresh(&self.store).await?;
             let rows: Vec<_> = rows.iter().filter(|r| !r.label.is_empty()).collect();
             labelled += rows.len();
-            have += rows.iter().filter(|r| index.contains(&r.id)).count();
+            have += rows
+                .iter()
+                .filter(|r| index.contains_version(&r.id, &r.sha256))
+                .count();
         }
         Ok((labelled, have))
     }
