@@ -1,5 +1,6 @@
 //! Ingest + featurize end to end on real rsscn7 tiles: every tile gets one 1280-float
-//! MobileNetV2 vector in a shard, re-featurizing writes nothing new, and an undecodable or
+//! MobileNetV2 vector in a shard, re-featurizing writes nothing new (but a changed image under
+//! the same tile id is featurized again), and an undecodable or
 //! missing tile goes to the DLQ with its reason while the rest proceeds.
 
 use aerial_shared::{feature_index::FeatureIndex, keys, messages::Tile, shards, topology, Broker};
@@ -116,6 +117,39 @@ async fn featurizes_every_tile_once_and_dead_letters_bad_ones() {
         after.len(),
         shard_keys.len(),
         "re-featurizing wrote new shards"
+    );
+    // the image behind a tile id changed (re-uploaded under the same path): its features
+    // are computed again, not skipped on the id alone
+    let mut changed = manifest[1].to_tile("small", "mobilenet_v2");
+    changed.key = manifest[2].key.clone();
+    changed.sha256 = manifest[2].sha256.clone();
+    broker
+        .publisher()
+        .send::<Tile>(topology::FEATURIZE_TILES, &changed)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "changed image featurized",
+        || async {
+            let index = FeatureIndex::load(&iso.store, "small", "mobilenet_v2")
+                .await
+                .unwrap();
+            index
+                .contains_version(&changed.tile_id, &changed.sha256)
+                .then_some(())
+        },
+    )
+    .await;
+    let index = FeatureIndex::load(&iso.store, "small", "mobilenet_v2")
+        .await
+        .unwrap();
+    assert!(index.contains_version(&manifest[1].id, &manifest[1].sha256));
+    assert!(!index.contains_version(&manifest[1].id, "0000"));
+    assert_eq!(
+        iso.store.list(&shard_prefix).await.unwrap().len(),
+        shard_keys.len() + 1,
+        "one new shard, for the changed image alone"
     );
     // features deleted to be computed again: the same service must not skip them any more
     for k in &shard_keys {
