@@ -61,7 +61,7 @@ pub async fn run(settings: &AmqpSettings) -> Result<Vec<Migrated>, MigrateError>
     let broker = crate::Broker::connect(settings, "aerial-migrate").await?;
     let conn = broker.connection();
     let limits = QueueLimits::from_settings(settings);
-    let ch = confirm_channel(&conn).await?;
+    let ch = confirm_channel(conn).await?;
     declare_exchanges(&ch).await?;
     let mut report = Vec::new();
     for queue in topology::consumed_queues() {

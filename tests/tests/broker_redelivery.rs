@@ -159,12 +159,15 @@ fn job(id: &str) -> aerial_shared::broker::Outgoing {
     )
 }
 
+/// (delivery number, segment, message id) of one delivery.
+type Seen = (u32, u32, Option<String>);
+
 /// Records every delivery; "panic" panics, "retry" always fails transiently, "seg" continues
 /// until its third segment, anything else is acked.
 #[derive(Default)]
 struct Poison {
     /// id -> (delivery number, segment, message id) of every delivery
-    seen: Mutex<HashMap<String, Vec<(u32, u32, Option<String>)>>>,
+    seen: Mutex<HashMap<String, Vec<Seen>>>,
 }
 
 #[async_trait::async_trait]
