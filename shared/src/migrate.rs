@@ -126,8 +126,16 @@ async fn one(
         Ok(()) => false,
         Err(e) if topology::is_precondition_failed(&e) => {
             move_all(&ch, queue, HOLDING_EXCHANGE, |_| queue.to_string(), true).await?;
-            ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-                .await?;
+            // only if nothing arrived meanwhile (a publisher still running): then this fails
+            // and the operator runs it again, nothing is lost
+            ch.queue_delete(
+                queue.into(),
+                QueueDeleteOptions {
+                    if_empty: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
             let fresh = conn.create_channel().await?;
             topology::declare_queue(&fresh, queue, limits).await?;
             true
@@ -170,7 +178,8 @@ async fn move_all(
         .await?
     {
         let d = m.delivery;
-        let mut headers = d.properties.headers().clone().unwrap_or_default();
+        let mut headers =
+            topology::without_broker_headers(d.properties.headers().clone().unwrap_or_default());
         let routing = if keep_key {
             headers.insert(
                 ROUTING_HEADER.into(),

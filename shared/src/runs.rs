@@ -43,8 +43,8 @@ pub struct Checkpoint {
     /// new job under the name of a failed one starts afresh). Absent in older checkpoints.
     #[serde(default)]
     pub job: Option<String>,
-    /// The segment of that job that may go on from it: an older segment redelivered after
-    /// its successor was published is a stale copy and is dropped.
+    /// The latest segment of that job that started from it (claimed it): an older segment
+    /// redelivered after that is a stale copy and is dropped.
     #[serde(default)]
     pub segment: u32,
 }

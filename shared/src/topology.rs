@@ -48,6 +48,25 @@ pub const FIRST_PUBLISHED_HEADER: &str = "x-aerial-first-published";
 /// Header naming the queue a dead-lettered message came from.
 pub const ORIGIN_HEADER: &str = "x-aerial-origin-queue";
 
+/// Headers the broker sets on a delivery (its delivery count, dead-letter history): a copy
+/// published again must not carry them, or its first delivery would look like a late one.
+pub fn without_broker_headers(headers: FieldTable) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.inner() {
+        if !matches!(
+            k.as_str(),
+            "x-delivery-count"
+                | "x-death"
+                | "x-first-death-exchange"
+                | "x-first-death-queue"
+                | "x-first-death-reason"
+        ) {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    kept
+}
+
 /// Name of the dead-letter queue of `queue`.
 pub fn dlq(queue: &str) -> String {
     format!("{queue}.dlq")

@@ -66,6 +66,9 @@ pub struct DeliveryInfo {
     pub first_published: Option<u64>,
     /// The how-many-th delivery this is (1 for the first), from the quorum queue's count.
     pub delivery: u32,
+    /// The last delivery the limit allows: a `Retry` now becomes a dead letter, so a handler
+    /// records the failure where users look (job status, run error, refused tile).
+    pub last_try: bool,
 }
 
 /// Context a handler gets with each batch.
@@ -378,7 +381,14 @@ async fn process<H: BatchHandler>(
     m.batch_size
         .with_label_values(&q)
         .observe(good.len() as f64);
-    let deliveries: Vec<DeliveryInfo> = good.iter().map(delivery_info).collect();
+    let deliveries: Vec<DeliveryInfo> = good
+        .iter()
+        .map(|d| {
+            let mut info = delivery_info(d);
+            info.last_try = info.delivery >= cfg.delivery_limit;
+            info
+        })
+        .collect();
     let ctx = BatchCtx {
         publisher: publisher.clone(),
         service: cfg.service,
@@ -413,10 +423,19 @@ async fn process<H: BatchHandler>(
         );
         outcomes = vec![Outcome::Retry("handler bug: outcome count".into()); n];
     }
-    // one brief pause per batch (not per message) so a failing dependency is not
-    // hammered by instant redeliveries
-    if outcomes.iter().any(|o| matches!(o, Outcome::Retry(_))) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // one pause per batch (not per message) before its retries go back, growing with the
+    // delivery count, so that the few deliveries a message has span an outage of a
+    // dependency (2, 4, 8, 16 s before the 5th) instead of being spent in seconds
+    let retried = good
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, Outcome::Retry(_)))
+        .map(|(d, _)| delivery_number(d))
+        // the last allowed delivery is dead-lettered, not retried: no pause for it
+        .filter(|&n| n < cfg.delivery_limit)
+        .max();
+    if let Some(n) = retried {
+        tokio::time::sleep(retry_pause(n)).await;
     }
     for (d, o) in good.iter().zip(outcomes) {
         let o = bounded(o, delivery_number(d), cfg.delivery_limit);
@@ -425,6 +444,11 @@ async fn process<H: BatchHandler>(
     m.batch_seconds
         .with_label_values(&q)
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// Pause before the retries of a batch whose latest delivery was the `delivery`-th.
+fn retry_pause(delivery: u32) -> Duration {
+    Duration::from_secs(1u64 << delivery.clamp(1, 6)).min(Duration::from_secs(60))
 }
 
 /// A retry on the last allowed delivery becomes a dead letter with the last error.
@@ -479,6 +503,7 @@ fn delivery_info(d: &Delivery) -> DeliveryInfo {
         first_published: header_u64(d, crate::topology::FIRST_PUBLISHED_HEADER)
             .or(*d.properties.timestamp()),
         delivery: delivery_number(d),
+        last_try: false,
     }
 }
 
@@ -545,7 +570,9 @@ async fn settle(
         Outcome::Continue(reason) => {
             let info = delivery_info(d);
             let next = info.segment + 1;
-            let mut headers = d.properties.headers().clone().unwrap_or_default();
+            let mut headers = crate::topology::without_broker_headers(
+                d.properties.headers().clone().unwrap_or_default(),
+            );
             headers.insert(
                 crate::topology::SEGMENT_HEADER.into(),
                 lapin::types::AMQPValue::LongUInt(next),
@@ -603,6 +630,13 @@ async fn settle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_pauses_grow_with_the_delivery_count() {
+        let p: Vec<u64> = (1..=5).map(|n| retry_pause(n).as_secs()).collect();
+        assert_eq!(p, vec![2, 4, 8, 16, 32]);
+        assert_eq!(retry_pause(50), Duration::from_secs(60));
+    }
 
     #[test]
     fn retries_become_dead_letters_at_the_limit() {

@@ -280,7 +280,7 @@ impl Ingester {
                 });
             }
         }
-        self.finish(publisher, job, progress.rows, progress.tiles, st)
+        self.finish(publisher, seg.info, job, progress.rows, progress.tiles, st)
             .await
     }
 
@@ -314,6 +314,7 @@ impl Ingester {
     async fn finish(
         &self,
         publisher: &Publisher,
+        info: &DeliveryInfo,
         job: &IngestJob,
         mut rows: Vec<ManifestRow>,
         mut tiles: Vec<Tile>,
@@ -354,8 +355,9 @@ impl Ingester {
         if let Err(e) = self.save_status(st).await {
             return Outcome::Retry(e.to_string());
         }
-        // a redelivered last segment finds no progress and redoes the job idempotently
-        let _ = self.store.delete(&keys::ingest_partial(&job.job_id)).await;
+        // a late copy of any segment of this job now finds it finished and is dropped (best
+        // effort: without the mark it would redo the job, idempotently)
+        let _ = partial::finished(&self.store, info, st).await;
         self.telemetry
             .tiles
             .with_label_values(&[job.dataset.as_str()])
@@ -459,6 +461,9 @@ impl Ingester {
             };
             let (info, pack) = match cut {
                 Ok(x) => x,
+                Err(e @ scene::SceneError::Io(_)) => {
+                    return Outcome::Retry(format!("scene {name}: {e}"))
+                }
                 Err(e) => {
                     self.record_bad(
                         job,
@@ -514,7 +519,7 @@ impl Ingester {
             let _ = self.save_status(st).await;
             publish_progress(publisher, st).await;
         }
-        self.finish(publisher, job, progress.rows, progress.tiles, st)
+        self.finish(publisher, seg.info, job, progress.rows, progress.tiles, st)
             .await
     }
 
@@ -598,7 +603,26 @@ impl BatchHandler for Ingester {
                 info,
                 deadline: ctx.deadline,
             };
-            out.push(self.run(&seg, job).await);
+            let id = job.job_id.clone();
+            let mut outcome = self.run(&seg, job).await;
+            if let (Outcome::Retry(why), true) = (&outcome, info.last_try) {
+                // the job's status says why it stopped, where `aerial status` looks
+                let why = format!("gave up after {} deliveries: {why}", info.delivery);
+                if keys::validate_name(&id).is_ok() {
+                    let mut st = match self
+                        .store
+                        .get_json::<JobStatus>(&keys::job_status(&id))
+                        .await
+                    {
+                        Ok(st) => st,
+                        Err(_) => JobStatus::new(&id, "ingest", ""),
+                    };
+                    outcome = self.fail(&mut st, why).await;
+                } else {
+                    outcome = Outcome::Dead(why);
+                }
+            }
+            out.push(outcome);
         }
         out
     }

@@ -43,6 +43,9 @@ pub enum SceneError {
     /// Rotated or non-square pixels.
     #[error("unsupported geotransform: {0}")]
     Transform(String),
+    /// Writing the local pack file failed (disk full): the service's fault, not the scene's.
+    #[error("local disk: {0}")]
+    Io(String),
     /// Over a cap on pixels or tiles.
     #[error("scene too large: {0}")]
     TooLarge(String),
@@ -323,7 +326,7 @@ pub struct PackWriter {
 impl PackWriter {
     /// A new pack file at `path`.
     pub fn create(path: &Path) -> Result<Self, SceneError> {
-        let f = std::fs::File::create(path).map_err(|e| SceneError::Unreadable(e.to_string()))?;
+        let f = std::fs::File::create(path).map_err(|e| SceneError::Io(e.to_string()))?;
         Ok(Self {
             out: std::io::BufWriter::new(f),
             hasher: Sha256::new(),
@@ -336,7 +339,7 @@ impl PackWriter {
     pub fn add(&mut self, t: SceneTile) -> Result<(), SceneError> {
         self.out
             .write_all(&t.png)
-            .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+            .map_err(|e| SceneError::Io(e.to_string()))?;
         self.hasher.update(&t.png);
         self.tiles.push(PackedTile {
             row: t.row,
@@ -357,7 +360,7 @@ impl PackWriter {
     pub fn finish(mut self) -> Result<Pack, SceneError> {
         self.out
             .flush()
-            .map_err(|e| SceneError::Unreadable(e.to_string()))?;
+            .map_err(|e| SceneError::Io(e.to_string()))?;
         Ok(Pack {
             sha256: hex::encode(self.hasher.finalize()),
             len: self.len,

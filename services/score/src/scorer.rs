@@ -396,9 +396,22 @@ impl BatchHandler for Scorer {
 
     async fn handle(&self, ctx: &BatchCtx, batch: Vec<ScoreTile>) -> Vec<Outcome> {
         let key = |st: &ScoreTile| (st.job_id.clone(), st.run.clone());
-        by_group(batch, key, |(job, run), tiles| async move {
+        let tiles = batch.clone();
+        let mut out = by_group(batch, key, |(job, run), tiles| async move {
             self.group(ctx, &job, &run, tiles).await
         })
-        .await
+        .await;
+        // a tile on its last allowed delivery that failed again is refused with the reason,
+        // so its job still completes (with it among the refused) instead of waiting forever
+        for (i, o) in out.iter_mut().enumerate() {
+            let info = &ctx.deliveries[i];
+            if let Outcome::Retry(why) = o {
+                if info.last_try {
+                    let reason = format!("gave up after {} deliveries: {why}", info.delivery);
+                    *o = self.refuse(ctx, &tiles[i], reason).await;
+                }
+            }
+        }
+        out
     }
 }

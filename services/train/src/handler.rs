@@ -292,7 +292,12 @@ impl BatchHandler for Trainer {
         for job in batch {
             let run = job.run.clone();
             let info = ctx.deliveries.first().cloned().unwrap_or_default();
-            let outcome = self.run(ctx, &info, job).await;
+            let mut outcome = self.run(ctx, &info, job).await;
+            if let (Outcome::Retry(why), true) = (&outcome, info.last_try) {
+                // the run's error record says why it stopped, where `aerial runs` looks
+                outcome =
+                    Outcome::Dead(format!("gave up after {} deliveries: {why}", info.delivery));
+            }
             if let Outcome::Dead(reason) = &outcome {
                 // names that failed validation have no safe prefix to write under
                 if keys::validate_run_name(&run).is_ok() && !reason.contains("already used") {

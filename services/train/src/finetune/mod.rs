@@ -1,10 +1,11 @@
 //! Fine-tuning MobileNetV2 at a retraining depth, in segments that never hold a delivery
 //! much past `worker.segment_secs` (one epoch at least): each epoch ends with a checkpoint in
-//! S3 (weights, then the state naming them, the job's message id and segment); when a
-//! segment's time is up the job continues in its next segment ([`Outcome::Continue`]) and
-//! whichever train replica takes it resumes from the checkpoint. A crash resumes the same
-//! way, from the redelivered job; a checkpoint of another job is never resumed, and a
-//! segment redelivered after its successor was published is dropped.
+//! S3 (weights, then the state naming them, the job's message id and the segment that claimed
+//! it); when a segment's time is up the job continues in its next segment
+//! ([`Outcome::Continue`]) and whichever train replica takes it claims and resumes the
+//! checkpoint. A crash resumes the same way, from the redelivered job; a checkpoint of
+//! another job is never resumed, and a segment redelivered after a later one claimed the
+//! checkpoint is dropped.
 
 mod augment;
 mod images;
@@ -138,7 +139,18 @@ impl Finetuner {
                 tracing::info!(run = %job.run, segment = info.segment, current = c.segment, "stale segment of a job that went on; dropped");
                 return Outcome::Ack;
             }
-            Ok(Some((c, w))) if info.message_id.is_some() && c.job == info.message_id => {
+            Ok(Some((mut c, w))) if info.message_id.is_some() && c.job == info.message_id => {
+                if info.segment > c.segment {
+                    // this segment claims the checkpoint: a late copy of an older one is stale
+                    c.segment = info.segment;
+                    if let Err(e) = self
+                        .store
+                        .put_json(&runs::key(&job.run, runs::CHECKPOINT), &c)
+                        .await
+                    {
+                        return Outcome::Retry(e.to_string());
+                    }
+                }
                 Some((c, w))
             }
             Ok(Some((c, _))) => {
@@ -268,26 +280,18 @@ impl Finetuner {
                         Err(e) => Outcome::Retry(e.to_string()),
                     };
                 }
-                Report::Paused if self.shutdown.is_cancelled() => {
-                    outcome = Outcome::Retry("shutdown: resumes from the last checkpoint".into());
-                }
+                // time is up for this delivery, or the service stops: the checkpoint is saved,
+                // the job goes on in a new delivery (a shutdown is no failed try)
                 Report::Paused => {
-                    // time is up for this delivery: the checkpoint now names the next segment
-                    // as the one to go on, so this one, if redelivered, is known as stale
-                    let ck = runs::key(&job.run, runs::CHECKPOINT);
-                    let handed = async {
-                        let mut c: Checkpoint = self.store.get_json(&ck).await?;
-                        c.segment = info.segment + 1;
-                        self.store.put_json(&ck, &c).await
-                    }
-                    .await;
-                    outcome = match handed {
-                        Ok(()) => Outcome::Continue(format!(
-                            "fine-tune {}: segment time up, resumes from its checkpoint",
-                            job.run
-                        )),
-                        Err(e) => Outcome::Retry(e.to_string()),
-                    };
+                    outcome = Outcome::Continue(format!(
+                        "fine-tune {}: {}, resumes from its checkpoint",
+                        job.run,
+                        if self.shutdown.is_cancelled() {
+                            "service stopping"
+                        } else {
+                            "segment time up"
+                        }
+                    ));
                 }
                 Report::Failed(e) => outcome = Outcome::Dead(format!("fine-tune failed: {e}")),
             }
