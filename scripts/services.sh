@@ -33,7 +33,8 @@ case "${1:-}" in
     # a no-op when they already are. Only while none of ours runs: they would consume meanwhile.
     running=0; for p in "$STATE"/*.pid; do if alive "$p"; then running=1; fi; done
     if [ $running = 0 ]; then
-      out=$( ( set -a; . "$ENV_FILE"; set +a; "$BIN/aerial" migrate-queues ) 2>&1 ) || { say "queue migration failed: $out"; exit 1; }
+      # lapin logs the broker's expected refusal of an old queue at ERROR: not for users
+      out=$( ( set -a; . "$ENV_FILE"; set +a; RUST_LOG=warn,lapin=off "$BIN/aerial" migrate-queues ) 2>&1 ) || { say "queue migration failed: $out"; exit 1; }
       printf '%s\n' "$out" | grep -v "up to date$" | sed 's/^/[services] queue /' || true
     fi
     start metrics 9100
