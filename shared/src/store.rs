@@ -283,23 +283,7 @@ impl Store {
     /// Reads an object into a local file without holding it in memory; returns its size.
     pub async fn get_to_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt;
-        keys::validate(key)?;
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(e) if is_not_found(&e) => {
-                return Err(StoreError::NotFound {
-                    key: key.to_string(),
-                })
-            }
-            Err(e) => return Err(request_error("get", key, e)),
-        };
+        let out = self.request(key, None).await?;
         let fail = |message: String| StoreError::Request {
             op: "get_to_file",
             key: key.to_string(),
@@ -407,8 +391,24 @@ impl Store {
 
     /// One GET, of the whole object or of an HTTP byte range.
     async fn get_object(&self, key: &str, range: Option<String>) -> Result<Bytes, StoreError> {
+        let out = self.request(key, range).await?;
+        let data = out.body.collect().await.map_err(|e| StoreError::Request {
+            op: "get",
+            key: key.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(data.into_bytes())
+    }
+
+    /// Sends a GET (its body not read yet), its failures named: missing key, range past the
+    /// end, or the request itself.
+    async fn request(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
         keys::validate(key)?;
-        let out = match self
+        match self
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -417,26 +417,16 @@ impl Store {
             .send()
             .await
         {
-            Ok(o) => o,
-            Err(e) if is_not_found(&e) => {
-                return Err(StoreError::NotFound {
-                    key: key.to_string(),
-                })
-            }
-            Err(e) if is_invalid_range(&e) => {
-                return Err(StoreError::RangeOutside {
-                    key: key.to_string(),
-                    range: range.unwrap_or_default(),
-                })
-            }
-            Err(e) => return Err(request_error("get", key, e)),
-        };
-        let data = out.body.collect().await.map_err(|e| StoreError::Request {
-            op: "get",
-            key: key.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(data.into_bytes())
+            Ok(o) => Ok(o),
+            Err(e) if is_not_found(&e) => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
+            Err(e) if is_invalid_range(&e) => Err(StoreError::RangeOutside {
+                key: key.to_string(),
+                range: range.unwrap_or_default(),
+            }),
+            Err(e) => Err(request_error("get", key, e)),
+        }
     }
 
     /// Reads and parses a JSON object.

@@ -446,6 +446,18 @@ async fn process<H: BatchHandler>(
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// Returns a delivery to its queue (the quorum queue counts it against the limit); a failed
+/// nack means the channel is gone, and the broker requeues it anyway.
+async fn requeue(d: &Delivery) {
+    let _ = d
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
+}
+
 /// Pause before the retries of a batch whose latest delivery was the `delivery`-th.
 fn retry_pause(delivery: u32) -> Duration {
     Duration::from_secs(1u64 << delivery.clamp(1, 6)).min(Duration::from_secs(60))
@@ -557,13 +569,7 @@ async fn settle(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "dead-letter publish failed; requeueing");
-                    let _ = d
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
+                    requeue(d).await;
                 }
             }
         }
@@ -602,13 +608,7 @@ async fn settle(
                 Err(e) => {
                     tracing::warn!(queue = cfg.queue, error = %e, "next segment not published; requeueing this one");
                     m.requeued.with_label_values(&q).inc();
-                    let _ = d
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
+                    requeue(d).await;
                 }
             }
         }
@@ -616,13 +616,7 @@ async fn settle(
             tracing::warn!(queue = cfg.queue, %reason, "requeueing message after transient failure");
             m.requeued.with_label_values(&q).inc();
             m.errors.with_label_values(&["transient"]).inc();
-            let _ = d
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await;
+            requeue(d).await;
         }
     }
 }
