@@ -32,8 +32,9 @@ for r in rows:
 p()
 p("Input = tiles sent, output = distinct tiles in the raw results (every prediction batch object")
 p("or feature shard), duplicates = rows in those raw objects beyond one per tile (a tile scored")
-p("twice into two objects counts), redeliveries = requeues and reconnects the services logged")
-p("(where a fault test records them; > 0 shows the fault hit the job), DLQ = messages in every dead-letter queue")
+p("twice into two objects counts), redeliveries = messages the services received a second time")
+p("(their \"handling redelivered messages\" log lines; > 0 shows the fault hit work in flight; each")
+p("test also checks the job was mid-way when the fault came), DLQ = messages in every dead-letter queue")
 p("at the end (only score-kill had bad input: its corrupted tiles, counted apart from the")
 p("input, belong in the DLQ; anywhere else a DLQ entry would be a loss).")
 for r in rows:
@@ -64,6 +65,16 @@ for r in rows:
         p("|---|---:|---|")
         for c in r["cases"]:
             p(f"| {c['item']} | {c['deliveries']} | `{c['reason'][:150]}` |")
+    if r.get("kind") == "poison-service":
+        p()
+        p("## Jobs no retry can fix (real score service)")
+        p()
+        p(f"Delivery limit {r['limit']} (`tests/tests/score_service.rs`). {r['after']}.")
+        p()
+        p("| message | deliveries (max) | reason in the DLQ |")
+        p("|---|---:|---|")
+        for c in r["cases"]:
+            p(f"| {c['item']} | {c['deliveries']} | `{c['reason'][:200]}` |")
     if r.get("kind") == "long-job":
         p()
         p("## Jobs longer than the consumer timeout")

@@ -294,18 +294,24 @@ impl Publisher {
         .await
     }
 
-    /// Copies a message to the dead-letter queue of `queue` with the reason in a header.
+    /// Copies a message to the dead-letter queue of `queue` with the reason and the number of
+    /// deliveries it took in headers.
     pub async fn dead_letter(
         &self,
         queue: &str,
         body: &[u8],
         original: Option<&FieldTable>,
         reason: &str,
+        deliveries: u32,
     ) -> Result<(), BrokerError> {
-        let mut headers = original.cloned().unwrap_or_default();
+        let mut headers = topology::without_broker_headers(original.cloned().unwrap_or_default());
         headers.insert(
             topology::ERROR_HEADER.into(),
             AMQPValue::LongString(reason.into()),
+        );
+        headers.insert(
+            topology::DELIVERIES_HEADER.into(),
+            AMQPValue::LongUInt(deliveries),
         );
         headers.insert(
             topology::ORIGIN_HEADER.into(),

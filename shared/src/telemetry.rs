@@ -38,6 +38,9 @@ pub struct WorkerMetrics {
     pub dead_lettered: IntCounterVec,
     /// Deliveries requeued after a transient failure.
     pub requeued: IntCounterVec,
+    /// Deliveries that had been delivered before (requeued, or held by a consumer that went
+    /// away): the visible trace of a fault.
+    pub redelivered: IntCounterVec,
     /// Items in batches being processed.
     pub in_flight: IntGaugeVec,
     /// Batch sizes.
@@ -120,6 +123,17 @@ impl Telemetry {
                     Opts::new(
                         "messages_requeued_total",
                         "Deliveries requeued after a transient failure.",
+                    ),
+                    q,
+                )
+                .unwrap(),
+            ),
+            redelivered: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "messages_redelivered_total",
+                        "Deliveries received that had been delivered before.",
                     ),
                     q,
                 )

@@ -45,6 +45,8 @@ pub const ERROR_HEADER: &str = "x-aerial-error";
 pub const SEGMENT_HEADER: &str = "x-aerial-segment";
 /// Header keeping when a continued job was first published (Unix seconds).
 pub const FIRST_PUBLISHED_HEADER: &str = "x-aerial-first-published";
+/// Header on a dead-lettered message: how many deliveries it took (1 = refused at once).
+pub const DELIVERIES_HEADER: &str = "x-aerial-deliveries";
 /// Header naming the queue a dead-lettered message came from.
 pub const ORIGIN_HEADER: &str = "x-aerial-origin-queue";
 

@@ -389,6 +389,16 @@ async fn process<H: BatchHandler>(
             info
         })
         .collect();
+    let again = deliveries.iter().filter(|d| d.redelivered).count();
+    if again > 0 {
+        m.redelivered.with_label_values(&q).inc_by(again as u64);
+        tracing::info!(
+            queue = cfg.queue,
+            redelivered = again,
+            batch = deliveries.len(),
+            "handling redelivered messages"
+        );
+    }
     let ctx = BatchCtx {
         publisher: publisher.clone(),
         service: cfg.service,
@@ -541,7 +551,13 @@ async fn settle(
             tracing::warn!(queue = cfg.queue, %reason, "dead-lettering message");
             // the copy must be durable before the original is acked, or the message is lost
             match publisher
-                .dead_letter(cfg.queue, &d.data, d.properties.headers().as_ref(), &reason)
+                .dead_letter(
+                    cfg.queue,
+                    &d.data,
+                    d.properties.headers().as_ref(),
+                    &reason,
+                    delivery_number(d),
+                )
                 .await
             {
                 Ok(()) => {

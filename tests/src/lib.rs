@@ -322,6 +322,16 @@ impl Proc {
     }
 }
 
+/// Messages a service received a second time: the worker's "handling redelivered messages"
+/// log lines (JSON logs), summed.
+pub fn redelivered_in(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "handling redelivered messages")
+        .filter_map(|v| v["redelivered"].as_u64())
+        .sum()
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -332,6 +342,25 @@ impl Drop for Proc {
 }
 
 impl Isolated {
+    /// Every prediction row in a score job's raw batch objects: (rows, distinct tile ids). A
+    /// tile scored twice into two objects counts twice here, whatever the assembled table
+    /// shows.
+    pub async fn raw_predictions(&self, job: &str) -> (usize, std::collections::BTreeSet<String>) {
+        let mut rows = 0;
+        let mut ids = std::collections::BTreeSet::new();
+        for o in self
+            .store
+            .list(&aerial_shared::keys::predictions_prefix(job))
+            .await
+            .unwrap()
+        {
+            let b: aerial_shared::predictions::PredictionBatch =
+                self.store.get_json(&o.key).await.unwrap();
+            rows += b.rows.len();
+            ids.extend(b.rows.into_iter().map(|r| r.tile_id));
+        }
+        (rows, ids)
+    }
     /// Starts a service binary against this test's vhost and bucket.
     pub fn spawn(&self, name: &str, extra: &[(&str, &str)]) -> Proc {
         let log = log_dir().join(format!(
@@ -527,6 +556,18 @@ pub fn header_str(h: &lapin::types::FieldTable, key: &str) -> Option<String> {
     match h.inner().get(key)? {
         lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
         lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Value of an integer header, if it is one.
+pub fn header_u64(h: &lapin::types::FieldTable, key: &str) -> Option<u64> {
+    use lapin::types::AMQPValue as V;
+    match h.inner().get(key)? {
+        V::LongUInt(n) => Some(u64::from(*n)),
+        V::LongLongInt(n) => u64::try_from(*n).ok(),
+        V::LongInt(n) => u64::try_from(*n).ok(),
+        V::ShortUInt(n) => Some(u64::from(*n)),
         _ => None,
     }
 }

@@ -184,7 +184,7 @@ impl BatchHandler for Poison {
                 .push((d.delivery, d.segment, d.message_id.clone()));
             out.push(match m.job_id.as_str() {
                 "panic" => panic!("tensor shape mismatch in {}", m.job_id),
-                "retry" => Outcome::Retry("manifest unreadable".into()),
+                "retry" => Outcome::Retry("s3 unreachable".into()),
                 "seg" if d.segment < 3 => Outcome::Continue(format!("segment {}", d.segment)),
                 _ => Outcome::Ack,
             });
@@ -256,7 +256,7 @@ async fn poison_messages_reach_the_dlq_after_the_delivery_limit() {
     );
     assert!(
         reasons[1].starts_with("gave up after 5 deliveries")
-            && reasons[1].ends_with("manifest unreadable"),
+            && reasons[1].ends_with("s3 unreachable"),
         "{reasons:?}"
     );
     let seen = handler.seen.lock().unwrap().clone();
@@ -290,7 +290,7 @@ async fn poison_messages_reach_the_dlq_after_the_delivery_limit() {
             "limit": limit,
             "cases": [
                 {"item": "a batch whose handler panics", "deliveries": seen["panic"].len(), "reason": reasons[0]},
-                {"item": "a message that always fails transiently (unreadable manifest)", "deliveries": seen["retry"].len(), "reason": reasons[1]},
+                {"item": "a message that always fails transiently (its store unreachable)", "deliveries": seen["retry"].len(), "reason": reasons[1]},
             ],
             "after": "a job published after them was handled; the consumer never stopped",
         }),

@@ -134,20 +134,18 @@ async fn at_fault(iso: &Isolated, job: &str) -> (u64, u64) {
     (written as u64, st.total)
 }
 
-/// Every prediction row in the job's raw batch objects: (rows, distinct tile ids). A tile
-/// scored twice into two objects counts twice here, whatever the assembled table shows.
-async fn raw_predictions(iso: &Isolated, job: &str) -> (usize, BTreeSet<String>) {
+/// Rows and distinct tile ids in every feature shard under `prefix` (a tile featurized into
+/// two shards counts twice in the rows).
+async fn shard_rows(iso: &Isolated, prefix: &str) -> (usize, BTreeSet<String>) {
     let mut rows = 0;
     let mut ids = BTreeSet::new();
-    for o in iso
-        .store
-        .list(&keys::predictions_prefix(job))
-        .await
-        .unwrap()
-    {
-        let b: predictions::PredictionBatch = iso.store.get_json(&o.key).await.unwrap();
-        rows += b.rows.len();
-        ids.extend(b.rows.into_iter().map(|r| r.tile_id));
+    for o in iso.store.list(prefix).await.unwrap_or_default() {
+        let Ok(bytes) = iso.store.get(&o.key).await else {
+            continue;
+        };
+        let s = aerial_shared::shards::decode(&bytes).expect("a readable shard");
+        rows += s.tile_ids.len();
+        ids.extend(s.tile_ids);
     }
     (rows, ids)
 }
@@ -196,7 +194,7 @@ async fn finish_and_count(
         .unwrap();
     let table = predictions::from_csv(&table).unwrap();
     let table_ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
-    let (raw_rows, ids) = raw_predictions(iso, job).await;
+    let (raw_rows, ids) = iso.raw_predictions(job).await;
     let duplicates = raw_rows - ids.len();
     let dlq = dlq_total(iso).await;
     let alive = alive_count(procs);
@@ -205,6 +203,7 @@ async fn finish_and_count(
         .matches("requeueing message after transient failure")
         .count();
     let reconnects = logs.matches("broker connection lost; reconnecting").count();
+    let redelivered = aerial_tests::redelivered_in(&logs);
     let recovery = format!(
         "{recovery} (fault at {} of {} batch objects written; logs: {requeues} requeues after transient failures, {reconnects} reconnects)",
         at_fault.0, at_fault.1.div_ceil(8)
@@ -218,7 +217,7 @@ async fn finish_and_count(
             "input": expected.len(),
             "output": ids.len(),
             "duplicates": duplicates,
-            "redeliveries": requeues + reconnects,
+            "redeliveries": redelivered,
             "dlq": dlq,
             "services_alive": format!("{alive}/{}", procs.len()),
         }),
@@ -236,6 +235,10 @@ async fn finish_and_count(
     assert!(
         requeues + reconnects > 0,
         "the fault caused no retry or reconnect: it did not hit the job"
+    );
+    assert!(
+        redelivered > 0,
+        "no service received a message again: the fault did not hit the job"
     );
     assert_eq!(dlq, 0, "nothing here was bad input");
     assert_eq!(alive, procs.len(), "a service died instead of recovering");
@@ -327,6 +330,7 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
         (!iso.store.list(&prefix).await.ok()?.is_empty()).then_some(())
     })
     .await;
+    let done_at_kill = shard_rows(&iso, &prefix).await.1.len();
     victim.kill9();
     let survivor = iso.spawn("aerial-featurize", &fz);
     let expected: BTreeSet<String> = eventually(Duration::from_secs(120), "manifest", || async {
@@ -335,17 +339,12 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
     })
     .await;
     let (rows, ids) = eventually(Duration::from_secs(600), "all tiles featurized", || async {
-        let mut rows = 0;
-        let mut ids = BTreeSet::new();
-        for o in iso.store.list(&prefix).await.ok()? {
-            let s = aerial_shared::shards::decode(&iso.store.get(&o.key).await.ok()?).ok()?;
-            rows += s.tile_ids.len();
-            ids.extend(s.tile_ids);
-        }
+        let (rows, ids) = shard_rows(&iso, &prefix).await;
         (ids.len() == expected.len()).then_some((rows, ids))
     })
     .await;
     let dlq = dlq_total(&iso).await;
+    let redelivered = aerial_tests::redelivered_in(&survivor.log_text());
     let mut procs = [ingest, survivor];
     let alive = alive_count(&mut procs);
     record_reliability(
@@ -353,13 +352,23 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
         serde_json::json!({
             "kind": "fault",
             "fault": "featurize killed with SIGKILL after its first shard, a new replica started",
-            "what_happened": "the killed replica's unacked batches were redelivered to the new one; tiles whose shard was already durable were found in the shards and skipped",
+            "what_happened": format!("the killed replica's unacked batches were redelivered to the new one; tiles whose shard was already durable were found in the shards and skipped (fault at {done_at_kill} of {} tiles featurized)", expected.len()),
             "input": expected.len(),
             "output": ids.len(),
             "duplicates": rows - ids.len(),
+            "redeliveries": redelivered,
             "dlq": dlq,
             "services_alive": format!("{alive}/2"),
         }),
+    );
+    assert!(
+        done_at_kill > 0 && done_at_kill < expected.len(),
+        "the kill did not hit mid-job: {done_at_kill} of {} tiles featurized",
+        expected.len()
+    );
+    assert!(
+        redelivered > 0,
+        "the new replica received no redelivered tile: the kill held none"
     );
     assert_eq!(ids, expected);
     assert_eq!(rows, ids.len(), "a tile was featurized twice");
@@ -452,6 +461,16 @@ async fn load_60k_tiles_small_prefetch_broker_restart() {
         );
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+    let at_restart: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("county"))
+        .await
+        .unwrap();
+    assert_ne!(
+        at_restart.state,
+        JobState::Done,
+        "the restart came too late"
+    );
     srv.stop_rabbitmq();
     tokio::time::sleep(Duration::from_secs(5)).await;
     srv.start_stopped();
@@ -488,10 +507,13 @@ async fn load_60k_tiles_small_prefetch_broker_restart() {
         .await
         .unwrap();
     let table = predictions::from_csv(&table).unwrap();
-    let ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
-    let duplicates = table.len() - ids.len();
+    // counted in the raw batch objects, where a tile scored twice would show
+    let (raw_rows, ids) = iso.raw_predictions("county").await;
+    let duplicates = raw_rows - ids.len();
     let dlq = dlq_total(&iso).await;
     let alive = alive_count(&mut procs);
+    let logs: String = procs.iter().map(Proc::log_text).collect();
+    let redelivered = aerial_tests::redelivered_in(&logs);
     let fmt = |v: &[f64]| {
         v.iter()
             .map(|m| format!("{m:.0}"))
@@ -504,18 +526,27 @@ async fn load_60k_tiles_small_prefetch_broker_restart() {
             "kind": "load",
             "fault": "60,800-tile score job, 2 replicas, batch 8 and 1 batch in flight (prefetch 16), RabbitMQ restarted at 30,400 scored",
             "what_happened": format!(
-                "done in {secs} s ({:.1} tiles/s); at the end 0 unacked in all {stuck} queues and 0 ready in every work queue and DLQ; replica RSS MiB start {} → end {}, peak {}",
-                60_800.0 / secs as f64, fmt(&rss_start), fmt(&rss_end), fmt(&rss_peak)
+                "done in {secs} s ({:.1} tiles/s); restart at {} of {} tiles scored; at the end 0 unacked in all {stuck} queues and 0 ready in every work queue and DLQ; replica RSS MiB start {} → end {}, peak {}",
+                60_800.0 / secs as f64, at_restart.done, at_restart.total, fmt(&rss_start), fmt(&rss_end), fmt(&rss_peak)
             ),
             "input": expected.len(),
             "output": ids.len(),
             "duplicates": duplicates,
+            "redeliveries": redelivered,
             "dlq": dlq,
             "services_alive": format!("{alive}/{}", procs.len()),
         }),
     );
-    assert_eq!(ids, expected);
-    assert_eq!(duplicates, 0);
+    assert_eq!(ids, expected, "every tile in the raw batch objects");
+    let table_ids: BTreeSet<String> = table.iter().map(|r| r.tile_id.clone()).collect();
+    assert_eq!(table_ids, expected, "every tile in the table");
+    assert_eq!(
+        table.len(),
+        expected.len(),
+        "the table holds each tile once"
+    );
+    assert_eq!(duplicates, 0, "a tile was scored into two batch objects");
+    assert!(redelivered > 0, "the restart redelivered nothing");
     assert_eq!(dlq, 0);
     assert_eq!(alive, procs.len());
     for (s, p) in rss_start.iter().zip(&rss_peak) {

@@ -5,26 +5,21 @@
 use aerial_shared::{
     keys, manifest,
     predictions::{self, ScoreSummary},
+    runs,
     status::{JobState, JobStatus},
     topology,
 };
-use aerial_tests::{eventually, header_str, rsscn7_sample, servers, shared_data};
+use aerial_tests::{
+    eventually, header_str, header_u64, redelivered_in, rsscn7_sample, servers, shared_data,
+    Isolated, Proc,
+};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_one_killed_every_tile_exactly_once() {
-    let iso = servers().isolated("score").await;
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
-    let models = models.to_str().unwrap();
-    let score_env = [
-        ("AERIAL__MODELS__DIR", models),
-        ("AERIAL__WORKER__BATCH_SIZE", "8"),
-        ("AERIAL__WORKER__CONCURRENCY", "1"),
-        ("AERIAL__WORKER__THREADS", "1"),
-    ];
-    let procs = [
+/// Ingest, featurize and train services.
+fn pipeline(iso: &Isolated, models: &str) -> [Proc; 3] {
+    [
         iso.spawn("aerial-ingest", &[]),
         iso.spawn(
             "aerial-featurize",
@@ -34,14 +29,12 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
             ],
         ),
         iso.spawn("aerial-train", &[]),
-    ];
-    let victim = iso.spawn("aerial-score", &score_env);
-    let mut survivor = iso.spawn("aerial-score", &score_env);
-    for p in procs.iter().chain([&victim, &survivor]) {
-        p.wait_log("consuming", Duration::from_secs(60)).await;
-    }
+    ]
+}
 
-    // a small model: 3 classes, 6 training tiles each
+/// A small model, run `m`: logistic on 3 classes, 6 training tiles each (dataset `tiny`, 24
+/// tiles with the validation ones).
+async fn tiny_model(iso: &Isolated) {
     let dir = tempfile::tempdir().unwrap();
     rsscn7_sample(
         dir.path(),
@@ -66,6 +59,26 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         "logistic",
     ]);
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_killed_every_tile_exactly_once() {
+    let iso = servers().isolated("score").await;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let models = models.to_str().unwrap();
+    let score_env = [
+        ("AERIAL__MODELS__DIR", models),
+        ("AERIAL__WORKER__BATCH_SIZE", "8"),
+        ("AERIAL__WORKER__CONCURRENCY", "1"),
+        ("AERIAL__WORKER__THREADS", "1"),
+    ];
+    let procs = pipeline(&iso, models);
+    let victim = iso.spawn("aerial-score", &score_env);
+    let mut survivor = iso.spawn("aerial-score", &score_env);
+    for p in procs.iter().chain([&victim, &survivor]) {
+        p.wait_log("consuming", Duration::from_secs(60)).await;
+    }
+    tiny_model(&iso).await;
 
     // the region at its first and last date: 2 × 320 tiles
     let region = shared_data().join("region/naip_nd_m_4709963_se");
@@ -113,6 +126,14 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         (n >= 2).then_some(())
     })
     .await;
+    let written_at_kill = iso
+        .store
+        .list(&keys::predictions_prefix("job1"))
+        .await
+        .unwrap()
+        .len();
+    let st: JobStatus = iso.store.get_json(&keys::job_status("job1")).await.unwrap();
+    assert_ne!(st.state, JobState::Done, "the job finished before the kill");
     victim.kill9();
 
     let st: JobStatus = eventually(Duration::from_secs(600), "job done", || async {
@@ -157,18 +178,32 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
         summary.dead[0]
     );
     let dlq = iso.drain(&topology::dlq(topology::SCORE_TILES)).await;
+    // counted in the raw batch objects, where a tile scored twice would show
+    let (raw_rows, raw_ids) = iso.raw_predictions("job1").await;
+    let redelivered = redelivered_in(&survivor.log_text());
     aerial_tests::record_reliability(
         "score-kill",
         serde_json::json!({
             "kind": "fault",
             "fault": format!("one of 2 score replicas killed with SIGKILL mid-job; {} tile(s) corrupted in S3 beforehand", bad_ids.len()),
-            "what_happened": "the survivor took the killed replica's redelivered batches (and the coordinator role when needed); the corrupt tiles went to the DLQ and the job report",
+            "what_happened": format!("the survivor took the killed replica's redelivered batches (and the coordinator role when needed); the corrupt tiles went to the DLQ and the job report (fault at {written_at_kill} of {} batch objects written)", 640usize.div_ceil(8)),
             "input": 640 - bad_ids.len(),
-            "output": ids.len(),
-            "duplicates": table.len() - ids.len(),
+            "output": raw_ids.len(),
+            "duplicates": raw_rows - raw_ids.len(),
+            "redeliveries": redelivered,
             "dlq": dlq.len(),
             "services_alive": format!("{}/1 (the survivor)", u8::from(survivor.alive())),
         }),
+    );
+    assert_eq!(raw_ids, want, "every good tile in the raw batch objects");
+    assert_eq!(
+        raw_rows,
+        raw_ids.len(),
+        "a tile was scored into two batch objects"
+    );
+    assert!(
+        redelivered > 0,
+        "the survivor received no redelivered tile: the kill held none"
     );
     assert_eq!(dlq.len(), bad_ids.len());
     assert!(header_str(&dlq[0].1, topology::ERROR_HEADER)
@@ -224,4 +259,188 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     assert!(smoothed.smoothed);
     assert_eq!(smoothed.compared, change.compared);
     survivor.terminate();
+}
+
+/// Jobs no retry can fix, sent to a real score replica: a fine-tuned run whose weights do
+/// not load and a dataset whose manifest is corrupt. Each lands in its DLQ within the delivery
+/// limit with its reason, the replica stays up, and a good job sent after them finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_finish() {
+    let iso = servers().isolated("score-poison").await;
+    let limit = u64::from(iso.settings.amqp.delivery_limit);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let models = models.to_str().unwrap();
+    let procs = pipeline(&iso, models);
+    let mut score = iso.spawn("aerial-score", &[("AERIAL__MODELS__DIR", models)]);
+    for p in procs.iter().chain([&score]) {
+        p.wait_log("consuming", Duration::from_secs(60)).await;
+    }
+    tiny_model(&iso).await;
+
+    // run `broken`: m's descriptor as a fine-tune, with weights that are not a model
+    let mut d: serde_json::Value = iso
+        .store
+        .get_json(&runs::key("m", runs::DESCRIPTOR))
+        .await
+        .unwrap();
+    d["run"] = "broken".into();
+    d["method"] = "finetune".into();
+    d["retraining"] = "all".into();
+    iso.store
+        .put_json(&runs::key("broken", runs::DESCRIPTOR), &d)
+        .await
+        .unwrap();
+    iso.store
+        .put(
+            &runs::key("broken", runs::FINETUNED),
+            b"not a safetensors file".to_vec(),
+        )
+        .await
+        .unwrap();
+    // dataset `corrupt`: a manifest part that is not the manifest's CSV
+    let part = keys::manifest_part("corrupt", "j1");
+    iso.store
+        .put(&part, b"id,key\nonly-one-field\n".to_vec())
+        .await
+        .unwrap();
+
+    for (job, run, dataset) in [
+        ("j-broken", "broken", "tiny"),
+        ("j-corrupt", "m", "corrupt"),
+    ] {
+        let (ok, out) = iso.cli(&[
+            "score",
+            "--run",
+            run,
+            "--dataset",
+            dataset,
+            "--name",
+            job,
+            "--no-wait",
+        ]);
+        assert!(ok, "{out}");
+    }
+    // a good job after them finishes
+    let (ok, out) = iso.cli(&[
+        "score",
+        "--run",
+        "m",
+        "--dataset",
+        "tiny",
+        "--name",
+        "j-good",
+    ]);
+    assert!(ok, "{out}");
+    let good: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("j-good"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (good.state, good.done, good.failed),
+        (JobState::Done, 24, 0)
+    );
+
+    // the unloadable model: every tile of its job refused, with the reason
+    let broken: JobStatus = eventually(Duration::from_secs(120), "j-broken settled", || async {
+        let st: JobStatus = iso
+            .store
+            .get_json(&keys::job_status("j-broken"))
+            .await
+            .ok()?;
+        (st.state != JobState::Running).then_some(st)
+    })
+    .await;
+    let tiles_dlq = iso.drain(&topology::dlq(topology::SCORE_TILES)).await;
+    assert_eq!(tiles_dlq.len(), 24, "each tile of j-broken once");
+    let tile_deliveries: Vec<u64> = tiles_dlq
+        .iter()
+        .map(|(_, h)| header_u64(h, topology::DELIVERIES_HEADER).expect("deliveries header"))
+        .collect();
+    let tile_reason = header_str(&tiles_dlq[0].1, topology::ERROR_HEADER).unwrap();
+    assert!(
+        tile_reason.contains("broken") && tile_reason.contains("load"),
+        "{tile_reason}"
+    );
+    assert!(tile_deliveries.iter().all(|&n| (1..=limit).contains(&n)));
+    assert_eq!(broken.state, JobState::Done, "{broken:?}");
+    assert_eq!((broken.done, broken.failed), (24, 24));
+
+    // the corrupt manifest: the job itself, at once, naming the part
+    let jobs_dlq = iso.drain(&topology::dlq(topology::SCORE_JOBS)).await;
+    assert_eq!(jobs_dlq.len(), 1, "only j-corrupt");
+    let job_reason = header_str(&jobs_dlq[0].1, topology::ERROR_HEADER).unwrap();
+    let job_deliveries = header_u64(&jobs_dlq[0].1, topology::DELIVERIES_HEADER).unwrap();
+    assert!(
+        job_reason.contains("j-corrupt") && job_reason.contains(&part),
+        "{job_reason}"
+    );
+    assert!((1..=limit).contains(&job_deliveries));
+    let corrupt: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("j-corrupt"))
+        .await
+        .unwrap();
+    assert_eq!(corrupt.state, JobState::Failed);
+
+    // a progress report that can never be handled (its object is gone) ends its job as
+    // Failed with the reason, instead of leaving it running forever
+    let mut spec: serde_json::Value = iso
+        .store
+        .get_json(&keys::score_spec("j-good"))
+        .await
+        .unwrap();
+    spec["job"]["job_id"] = "j-lost".into();
+    iso.store
+        .put_json(&keys::score_spec("j-lost"), &spec)
+        .await
+        .unwrap();
+    let mut running = JobStatus::new("j-lost", "score", "tiny");
+    running.total = 24;
+    iso.store
+        .put_json(&keys::job_status("j-lost"), &running)
+        .await
+        .unwrap();
+    let lost_key = keys::prediction_batch("j-lost", "0000");
+    let report = aerial_shared::messages::ScoreProgress {
+        job_id: "j-lost".into(),
+        key: lost_key.clone(),
+        replica: "elsewhere".into(),
+    };
+    iso.publish_raw(
+        topology::SCORE_PROGRESS,
+        &aerial_shared::messages::encode(&report),
+    )
+    .await;
+    let lost: JobStatus = eventually(Duration::from_secs(60), "j-lost failed", || async {
+        let st: JobStatus = iso.store.get_json(&keys::job_status("j-lost")).await.ok()?;
+        (st.state == JobState::Failed).then_some(st)
+    })
+    .await;
+    let lost_error = lost.error.unwrap_or_default();
+    assert!(lost_error.contains(&lost_key), "{lost_error}");
+    let progress_dlq = iso.drain(&topology::dlq(topology::SCORE_PROGRESS)).await;
+    assert_eq!(progress_dlq.len(), 1);
+    let progress_deliveries = header_u64(&progress_dlq[0].1, topology::DELIVERIES_HEADER).unwrap();
+    let progress_reason = header_str(&progress_dlq[0].1, topology::ERROR_HEADER).unwrap();
+    assert!(progress_reason.contains(&lost_key), "{progress_reason}");
+    assert!(score.alive(), "the score replica died");
+
+    aerial_tests::record_reliability(
+        "score-poison",
+        serde_json::json!({
+            "kind": "poison-service",
+            "limit": limit,
+            "cases": [
+                {"item": "a fine-tuned run whose weights do not load (score.tiles, 24 tiles)",
+                 "deliveries": tile_deliveries.iter().max(), "reason": tile_reason},
+                {"item": "a score job on a corrupt manifest (score.jobs)",
+                 "deliveries": job_deliveries, "reason": job_reason},
+                {"item": "a progress report whose object is gone (score.progress; its job then shows Failed with the reason)",
+                 "deliveries": progress_deliveries, "reason": progress_reason},
+            ],
+            "after": format!("a good job sent after them finished ({} of 24 tiles); the score replica stayed up", good.done - good.failed),
+        }),
+    );
+    score.terminate();
 }

@@ -253,6 +253,32 @@ impl Coordinator {
     }
 }
 
+impl Coordinator {
+    /// A report that will never be handled (dead-lettered now, or on its last delivery): the
+    /// job can no longer complete by itself, so its status says so instead of running on.
+    async fn give_up(&self, job_id: &str, why: &str) {
+        self.jobs.lock().await.1.remove(job_id);
+        let key = keys::job_status(job_id);
+        let Ok(mut st) = self.store.get_json::<JobStatus>(&key).await else {
+            return;
+        };
+        if st.state != JobState::Running {
+            return;
+        }
+        st.state = JobState::Failed;
+        st.error = Some(format!(
+            "a progress report could not be handled ({why}); publish the same score job again to finish it"
+        ));
+        st.updated_at = chrono::Utc::now();
+        match self.store.put_json(&key, &st).await {
+            Ok(()) => tracing::error!(job = job_id, reason = why, "score job marked failed"),
+            Err(e) => {
+                tracing::error!(job = job_id, error = %e, "score job could not be marked failed")
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl BatchHandler for Coordinator {
     type Msg = ScoreProgress;
@@ -268,7 +294,16 @@ impl BatchHandler for Coordinator {
             let o = if aerial_shared::keys::validate_name(&job).is_err() {
                 Outcome::Dead(format!("score progress for invalid job id {job:?}"))
             } else {
-                self.job(ctx, &job, &reports).await
+                let o = self.job(ctx, &job, &reports).await;
+                let last_try = idx
+                    .iter()
+                    .any(|&i| ctx.deliveries.get(i).is_some_and(|d| d.last_try));
+                match &o {
+                    Outcome::Dead(why) => self.give_up(&job, why).await,
+                    Outcome::Retry(why) if last_try => self.give_up(&job, why).await,
+                    _ => {}
+                }
+                o
             };
             for i in idx {
                 out[i] = o.clone();
