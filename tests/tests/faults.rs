@@ -376,13 +376,15 @@ async fn featurize_killed_mid_batch_every_tile_featurized_once() {
     assert_eq!(alive, 2);
 }
 
-/// The county-sized load test (`make reliability` only: about half an hour here): 60,800
+/// The county-sized load test (`make reliability` only: a few minutes here, as the county repeats
+/// the region's images and their features come from the content cache, so it loads the broker,
+/// the store and the coordinator rather than the CNN): 60,800
 /// tiles through 2 score replicas with a deliberately small prefetch (batch 8, one batch in
 /// flight: 16 unacked at most per consumer) and a RabbitMQ restart half-way. At the end no
 /// message is ready or unacked anywhere, every tile is in the output once, and the replicas'
 /// memory stayed bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "30 min: run by make reliability"]
+#[ignore = "county-sized: run by make reliability"]
 async fn load_60k_tiles_small_prefetch_broker_restart() {
     let _one = ONE_AT_A_TIME.lock().await;
     let srv = PrivateServers::start();
@@ -524,7 +526,7 @@ async fn load_60k_tiles_small_prefetch_broker_restart() {
         "load-60k",
         serde_json::json!({
             "kind": "load",
-            "fault": "60,800-tile score job, 2 replicas, batch 8 and 1 batch in flight (prefetch 16), RabbitMQ restarted at 30,400 scored",
+            "fault": "60,800-tile score job (the region repeated 95 times: features from the content cache), 2 replicas, batch 8 and 1 batch in flight (prefetch 16), RabbitMQ restarted once 30,400 were scored",
             "what_happened": format!(
                 "done in {secs} s ({:.1} tiles/s); restart at {} of {} tiles scored; at the end 0 unacked in all {stuck} queues and 0 ready in every work queue and DLQ; replica RSS MiB start {} → end {}, peak {}",
                 60_800.0 / secs as f64, at_restart.done, at_restart.total, fmt(&rss_start), fmt(&rss_end), fmt(&rss_peak)
