@@ -1,6 +1,6 @@
 //! Land-use change between two dates of a scored region: per-date class grids (one cell per
-//! tile), the reference analysis's optional 3×3 plurality smoothing, and the tiles whose
-//! class changed.
+//! tile), the reference analysis's optional 3×3 plurality smoothing, the tiles whose class
+//! changed, and the from → to matrix in hectares.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,28 +82,6 @@ impl Grid {
     }
 }
 
-/// One grid per date from `(date, row, col, label)` cells, all of one size (the largest
-/// row and column seen), so dates line up cell by cell. Unknown labels are skipped.
-pub fn grids_by_date<'a>(
-    labels: &[String],
-    cells: impl IntoIterator<Item = (&'a str, u32, u32, &'a str)>,
-) -> BTreeMap<String, Grid> {
-    let mut by_date: BTreeMap<String, Vec<(u32, u32, usize)>> = BTreeMap::new();
-    let (mut rows, mut cols) = (0usize, 0usize);
-    for (date, r, c, label) in cells {
-        let Some(l) = labels.iter().position(|x| x == label) else {
-            continue;
-        };
-        rows = rows.max(r as usize + 1);
-        cols = cols.max(c as usize + 1);
-        by_date.entry(date.to_string()).or_default().push((r, c, l));
-    }
-    by_date
-        .into_iter()
-        .map(|(d, cells)| (d, Grid::from_cells(rows, cols, &cells)))
-        .collect()
-}
-
 /// A tile whose class differs between the two dates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangedTile {
@@ -136,9 +114,38 @@ pub struct ChangeReport {
     pub compared: u64,
     /// Every changed tile.
     pub changed: Vec<ChangedTile>,
+    /// Area of one cell in hectares, when the grid is in a metre CRS (absent in reports of
+    /// earlier versions).
+    #[serde(default)]
+    pub cell_area_ha: Option<f64>,
+    /// The from → to matrix over compared cells, unchanged cells on the diagonal: label at
+    /// `from_date` → label at `to_date` → cells.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
-/// Compares two grids of the same region.
+impl ChangeReport {
+    /// The from → to matrix in hectares (every label, zeros included), when the cell area
+    /// is known.
+    pub fn matrix_ha(&self, labels: &[String]) -> Option<Vec<(String, Vec<f64>)>> {
+        let ha = self.cell_area_ha?;
+        Some(
+            labels
+                .iter()
+                .map(|from| {
+                    let row = self.matrix.get(from);
+                    let cells = labels
+                        .iter()
+                        .map(|to| row.and_then(|r| r.get(to)).copied().unwrap_or(0) as f64 * ha)
+                        .collect();
+                    (from.clone(), cells)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Compares two grids of the same region; `cell_area_ha` is the ground area of one cell.
 pub fn compare(
     labels: &[String],
     from_date: &str,
@@ -146,6 +153,7 @@ pub fn compare(
     to_date: &str,
     to: &Grid,
     smooth: bool,
+    cell_area_ha: Option<f64>,
 ) -> ChangeReport {
     let (a, b) = if smooth {
         (
@@ -167,6 +175,8 @@ pub fn compare(
         transitions: BTreeMap::new(),
         compared: 0,
         changed: Vec::new(),
+        cell_area_ha,
+        matrix: BTreeMap::new(),
     };
     for r in 0..a.rows.min(b.rows) {
         for c in 0..a.cols.min(b.cols) {
@@ -174,6 +184,12 @@ pub fn compare(
                 continue;
             };
             report.compared += 1;
+            *report
+                .matrix
+                .entry(labels[x].clone())
+                .or_default()
+                .entry(labels[y].clone())
+                .or_default() += 1;
             if x != y {
                 let (from, to) = (labels[x].clone(), labels[y].clone());
                 *report
@@ -228,7 +244,7 @@ mod tests {
     fn change_lists_changed_tiles_and_transitions() {
         let a = Grid::from_cells(1, 3, &[(0, 0, 0), (0, 1, 0), (0, 2, 1)]);
         let b = Grid::from_cells(1, 3, &[(0, 0, 2), (0, 1, 0)]);
-        let r = compare(&labels(), "2009", &a, "2020", &b, false);
+        let r = compare(&labels(), "2009", &a, "2020", &b, false, Some(5.0625));
         assert_eq!(r.compared, 2, "the tile missing in 2020 is not compared");
         assert_eq!(
             r.changed,
@@ -242,5 +258,23 @@ mod tests {
         assert_eq!(r.transitions["field"]["resident"], 1);
         assert_eq!(r.tiles_from["field"], 2);
         assert_eq!(r.tiles_to["resident"], 1);
+        assert_eq!(r.matrix["field"]["field"], 1, "unchanged on the diagonal");
+        let ha = r.matrix_ha(&labels()).unwrap();
+        assert_eq!(ha[0].0, "field");
+        assert_eq!(
+            ha[0].1,
+            vec![5.0625, 0.0, 5.0625],
+            "field -> field, forest, resident"
+        );
+        assert_eq!(ha[1].1, vec![0.0; 3], "the forest tile was not compared");
+        let old: ChangeReport = serde_json::from_str(
+            r#"{"from_date":"a","to_date":"b","smoothed":false,"tiles_from":{},"tiles_to":{},
+                "transitions":{},"compared":0,"changed":[]}"#,
+        )
+        .unwrap();
+        assert!(
+            old.matrix_ha(&labels()).is_none(),
+            "an earlier report reads"
+        );
     }
 }

@@ -34,6 +34,16 @@ pub struct Settings {
     pub dashboard: DashboardSettings,
     /// Caps on what one ingest accepts.
     pub ingest: IngestSettings,
+    /// How score jobs cut scenes.
+    pub score: ScoreSettings,
+}
+
+/// How score jobs cut scenes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScoreSettings {
+    /// A strided job's window with more than this share (0..1) of its area outside the
+    /// stored tiles is not scored and stays no-data.
+    pub max_nodata: f64,
 }
 
 /// Caps on uploaded scenes, checked before their pixels are read.
@@ -192,6 +202,8 @@ dir = "../shared/models"
 [ingest]
 max_scene_megapixels = 1000
 max_scene_tiles = 250000
+[score]
+max_nodata = 0.5
 "#;
 
 impl Settings {

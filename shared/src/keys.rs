@@ -216,12 +216,26 @@ pub const OUTPUT_CHANGE: &str = "change.json";
 pub const OUTPUT_CHANGE_CSV: &str = "change.csv";
 /// Score job output: accuracy assessment of the map (Olofsson et al. estimators), JSON.
 pub const OUTPUT_ACCURACY: &str = "accuracy.json";
+/// Score job output: the vector layers (scored windows, dissolved class regions), GeoPackage.
+pub const OUTPUT_GPKG: &str = "layers.gpkg";
 /// Score job output: the job report, written last.
 pub const OUTPUT_SUMMARY: &str = "summary.json";
 
-/// Score job output: a date's class raster.
+/// Score job output: a date's map, a Cloud-Optimized GeoTIFF (class + probability bands).
 pub fn output_geotiff(date: &str) -> String {
     format!("map_{date}.tif")
+}
+
+/// Score job output: the GDAL sidecar of a date's COG (the class band's colour table and
+/// class names, which a TIFF of more than two bands cannot hold).
+pub fn output_geotiff_sidecar(date: &str) -> String {
+    format!("{}.aux.xml", output_geotiff(date))
+}
+
+/// Score job output: the QGIS style of a date's class raster (same base name: QGIS applies
+/// it when the raster is opened).
+pub fn output_style(date: &str) -> String {
+    format!("map_{date}.qml")
 }
 
 /// Score job output: the accuracy assessment of a date's map as CSV (per class, overall,

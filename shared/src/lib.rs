@@ -3,6 +3,7 @@
 pub mod accuracy;
 pub mod assessment;
 pub mod broker;
+pub mod cells;
 pub mod change;
 pub mod classifier;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tile_fetch;
 pub mod topology;
+pub mod window;
 pub mod worker;
 
 pub use broker::{Broker, Publisher};

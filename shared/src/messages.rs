@@ -3,20 +3,27 @@
 //! On the wire a message is one JSON object: `{"schema_version": 1, ...fields}`. A consumer
 //! rejects an unknown version with [`DecodeError::UnsupportedVersion`] before looking at the
 //! rest, so an old replica never misreads a newer producer's message.
+//!
+//! Versions: 1 is every message as first published. 2 adds optional fields (a score job's
+//! `stride_m`, a score tile's `window`); a message is written as version 2 only when it uses
+//! one of them, so everything else stays readable by builds that read only version 1, and a
+//! build that reads only version 1 dead-letters a version-2 message instead of scoring it
+//! wrongly. This build reads both.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The only schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The newest schema version this build reads and writes (it reads every version from 1).
+pub const SCHEMA_VERSION: u32 = 2;
 /// Largest message body accepted; larger ones are dead-lettered unread.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// A message body with its schema version, as it travels.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope<M> {
-    /// Schema version of the body; must equal [`SCHEMA_VERSION`].
+    /// Schema version of the body: 1, or 2 for a message using a version-2 field (at most
+    /// [`SCHEMA_VERSION`]).
     pub schema_version: u32,
     /// The message itself, flattened into the same JSON object.
     #[serde(flatten)]
@@ -27,6 +34,12 @@ pub struct Envelope<M> {
 pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
     /// Name used for its JSON Schema file and in errors.
     const NAME: &'static str;
+
+    /// The oldest schema version that can carry this message (2 when it uses a field that
+    /// version 1 readers would silently ignore).
+    fn schema_version(&self) -> u32 {
+        1
+    }
 }
 
 /// Why a message body could not be decoded.
@@ -47,11 +60,11 @@ pub enum DecodeError {
     #[error("missing or non-numeric schema_version")]
     MissingVersion,
     /// A version this build does not know.
-    #[error("unsupported schema_version {found} (this build reads {supported})")]
+    #[error("unsupported schema_version {found} (this build reads 1 to {supported})")]
     UnsupportedVersion {
         /// Version in the message.
         found: u64,
-        /// Version understood here.
+        /// Newest version understood here.
         supported: u32,
     },
     /// Right version, but the fields do not match the schema of `kind`.
@@ -64,10 +77,10 @@ pub enum DecodeError {
     },
 }
 
-/// Serialises `msg` inside a current-version envelope.
+/// Serialises `msg` inside an envelope of the oldest version that carries it.
 pub fn encode<M: Message>(msg: &M) -> Vec<u8> {
     let env = Envelope {
-        schema_version: SCHEMA_VERSION,
+        schema_version: msg.schema_version(),
         body: msg,
     };
     serde_json::to_vec(&env).expect("message types always serialise")
@@ -86,7 +99,7 @@ pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
         .get("schema_version")
         .and_then(serde_json::Value::as_u64)
         .ok_or(DecodeError::MissingVersion)?;
-    if version != u64::from(SCHEMA_VERSION) {
+    if !(1..=u64::from(SCHEMA_VERSION)).contains(&version) {
         return Err(DecodeError::UnsupportedVersion {
             found: version,
             supported: SCHEMA_VERSION,
@@ -329,6 +342,10 @@ pub struct ScoreJob {
     /// Apply a 3×3 plurality filter to each date's class grid before the change report.
     #[serde(default)]
     pub smooth: bool,
+    /// Schema 2: windows of the tile size every this many metres instead of the tiles
+    /// themselves; each output cell is one stride and averages the windows covering it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride_m: Option<f64>,
 }
 
 /// A score replica wrote one object of a job (a prediction batch or a refused tile);
@@ -350,8 +367,36 @@ pub struct ScoreTile {
     pub job_id: String,
     /// Run whose model scores it.
     pub run: String,
-    /// The tile.
+    /// The tile (for a window: its id, footprint, window grid cell and content hash).
     pub tile: Tile,
+    /// Schema 2: the tile is a window cut across neighbouring stored tiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// A square window of a scene made of the stored tiles it overlaps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Window {
+    /// Side in pixels (the stored tiles' side).
+    pub size: u32,
+    /// The stored tiles it overlaps; pixels no part covers are no-data.
+    pub parts: Vec<WindowPart>,
+}
+
+/// A stored tile inside a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WindowPart {
+    /// Tile id.
+    pub tile_id: String,
+    /// Object holding its encoded image.
+    pub key: String,
+    /// Its bytes inside `key`, for a tile in a pack.
+    #[serde(default)]
+    pub range: Option<ByteRange>,
+    /// Where its top-left pixel lands in the window (may be negative).
+    pub x: i32,
+    /// See `x`.
+    pub y: i32,
 }
 
 /// Something that happened, published on the events exchange for the metrics service and CLI.
@@ -437,12 +482,26 @@ impl Message for TrainJob {
 }
 impl Message for ScoreJob {
     const NAME: &'static str = "score_job";
+    fn schema_version(&self) -> u32 {
+        if self.stride_m.is_some() {
+            2
+        } else {
+            1
+        }
+    }
 }
 impl Message for ScoreProgress {
     const NAME: &'static str = "score_progress";
 }
 impl Message for ScoreTile {
     const NAME: &'static str = "score_tile";
+    fn schema_version(&self) -> u32 {
+        if self.window.is_some() {
+            2
+        } else {
+            1
+        }
+    }
 }
 impl Message for Event {
     const NAME: &'static str = "event";
@@ -477,6 +536,7 @@ mod tests {
             run: "r".into(),
             dataset: "d".into(),
             smooth: false,
+            stride_m: None,
         }
     }
 
@@ -485,18 +545,45 @@ mod tests {
         let bytes = encode(&job());
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["schema_version"], 1);
+        assert!(v.get("stride_m").is_none(), "version 1 bytes as before");
         assert_eq!(decode::<ScoreJob>(&bytes).unwrap(), job());
     }
 
     #[test]
+    fn a_version_2_field_makes_a_version_2_message() {
+        let strided = ScoreJob {
+            stride_m: Some(112.0),
+            ..job()
+        };
+        let bytes = encode(&strided);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(decode::<ScoreJob>(&bytes).unwrap(), strided);
+        // what a build reading only version 1 says of it, so it never scores it unstrided
+        let old = DecodeError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        };
+        assert_eq!(
+            old.to_string(),
+            "unsupported schema_version 2 (this build reads 1 to 1)"
+        );
+    }
+
+    #[test]
     fn rejects_unknown_version_and_garbage() {
-        let e = decode::<ScoreJob>(br#"{"schema_version":2,"job_id":"a","run":"r","dataset":"d"}"#)
+        let e = decode::<ScoreJob>(br#"{"schema_version":3,"job_id":"a","run":"r","dataset":"d"}"#)
             .unwrap_err();
         assert!(
-            matches!(e, DecodeError::UnsupportedVersion { found: 2, .. }),
+            matches!(e, DecodeError::UnsupportedVersion { found: 3, .. }),
             "{e}"
         );
-        assert!(e.to_string().contains("unsupported schema_version 2"));
+        assert!(e.to_string().contains("unsupported schema_version 3"));
+        assert!(matches!(
+            decode::<ScoreJob>(br#"{"schema_version":0,"job_id":"a","run":"r","dataset":"d"}"#)
+                .unwrap_err(),
+            DecodeError::UnsupportedVersion { found: 0, .. }
+        ));
         assert!(matches!(
             decode::<ScoreJob>(b"{not json").unwrap_err(),
             DecodeError::Malformed(_)

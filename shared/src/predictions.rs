@@ -21,12 +21,30 @@ pub struct ScoreSpec {
     pub backbone: String,
     /// When the job was accepted.
     pub accepted_at: DateTime<Utc>,
+    /// For a job with a stride: how its windows map onto output cells (absent otherwise, and
+    /// in specs of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<crate::cells::Stride>,
+    /// Windows left out as no-data, per date (a strided job's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodata: BTreeMap<String, u64>,
 }
 
 impl ScoreSpec {
     /// Why `job` cannot be this job's request, if it cannot: a job id names one run scored
     /// on one dataset, never another's results.
     pub fn conflict(&self, job: &ScoreJob) -> Option<String> {
+        let stride = |s: Option<f64>| s.map_or("tile".to_string(), |m| format!("{m} m"));
+        if self.job.stride_m != job.stride_m {
+            return Some(format!(
+                "job id {} already holds run {} on {} at a stride of {}, not {}: choose another --name",
+                job.job_id,
+                self.job.run,
+                self.job.dataset,
+                stride(self.job.stride_m),
+                stride(job.stride_m)
+            ));
+        }
         (self.job.run != job.run || self.job.dataset != job.dataset).then(|| {
             format!(
                 "job id {} already holds run {} scored on dataset {}, not run {} on {}: choose another --name",
@@ -129,8 +147,14 @@ pub struct ScoreSummary {
     pub dead: Vec<DeadTile>,
     /// Tiles per label per date (`""` for tiles without a date).
     pub tiles_per_date: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Area in km² per label per date, when footprints are projected.
+    /// Area in km² per label per date (of the map's cells), when footprints are projected.
     pub area_km2_per_date: BTreeMap<String, BTreeMap<String, f64>>,
+    /// A strided job's windows and cells (absent for a job scoring the tiles themselves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<crate::cells::Stride>,
+    /// Windows left out as no-data, per date (a strided job's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodata_windows: BTreeMap<String, u64>,
     /// Output file names under the job's `outputs/` prefix.
     pub outputs: Vec<String>,
     /// Whether the change report used 3×3 plurality smoothing.
@@ -139,6 +163,24 @@ pub struct ScoreSummary {
     pub replicas: Vec<String>,
     /// Seconds from acceptance to assembly.
     pub duration_s: f64,
+}
+
+impl ScoreSummary {
+    /// Ground area of one map cell in hectares (a stride squared, or a date's area over its
+    /// tiles), when the tiles are in a metre CRS.
+    pub fn cell_area_ha(&self) -> Option<f64> {
+        if self.area_km2_per_date.is_empty() {
+            return None;
+        }
+        if let Some(s) = self.stride {
+            return Some(s.cell_m() * s.cell_m() / 10_000.0);
+        }
+        self.area_km2_per_date.iter().find_map(|(date, areas)| {
+            let tiles: u64 = self.tiles_per_date.get(date)?.values().sum();
+            let km2: f64 = areas.values().sum();
+            (tiles > 0 && km2 > 0.0).then(|| km2 * 100.0 / tiles as f64)
+        })
+    }
 }
 
 /// Writes the predictions table: one row per tile, sorted by date then tile id.
@@ -201,6 +243,35 @@ pub fn from_csv(bytes: &[u8]) -> Result<Vec<TableRow>, csv::Error> {
     csv::Reader::from_reader(bytes).deserialize().collect()
 }
 
+/// Reads the predictions table with each row's probabilities in `labels` order (a label
+/// without its `p_<label>` column reads as 0).
+pub fn from_csv_with_probs(
+    bytes: &[u8],
+    labels: &[String],
+) -> Result<Vec<(TableRow, Vec<f32>)>, csv::Error> {
+    let mut r = csv::Reader::from_reader(bytes);
+    let headers = r.headers()?.clone();
+    let cols: Vec<Option<usize>> = labels
+        .iter()
+        .map(|l| headers.iter().position(|h| h == format!("p_{l}")))
+        .collect();
+    r.records()
+        .map(|rec| {
+            let rec = rec?;
+            let row: TableRow = rec.deserialize(Some(&headers))?;
+            let probs = cols
+                .iter()
+                .map(|c| {
+                    c.and_then(|c| rec.get(c))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            Ok((row, probs))
+        })
+        .collect()
+}
+
 /// GeoJSON FeatureCollection of tile footprints (WGS84) with their labels and probabilities.
 pub fn to_geojson(labels: &[String], rows: &[PredictionRow]) -> serde_json::Value {
     let features: Vec<serde_json::Value> = rows
@@ -243,6 +314,7 @@ mod tests {
             run: run.into(),
             dataset: dataset.into(),
             smooth: false,
+            stride_m: None,
         };
         let spec = ScoreSpec {
             job: job("a-b", "c"),
@@ -251,6 +323,8 @@ mod tests {
             method: "logistic".into(),
             backbone: "mobilenet_v2".into(),
             accepted_at: chrono::Utc::now(),
+            stride: None,
+            nodata: Default::default(),
         };
         assert!(
             spec.conflict(&job("a-b", "c")).is_none(),
@@ -263,6 +337,12 @@ mod tests {
             why.contains("already holds run c scored on dataset a-b"),
             "{why}"
         );
+        let strided = ScoreJob {
+            stride_m: Some(112.0),
+            ..job("a-b", "c")
+        };
+        let why = spec.conflict(&strided).expect("same id, other stride");
+        assert!(why.contains("at a stride of tile, not 112 m"), "{why}");
     }
 
     use super::*;

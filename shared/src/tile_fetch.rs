@@ -199,6 +199,79 @@ pub async fn fetch_tensors(store: &Store, tiles: &[&Tile]) -> Vec<Result<Vec<f32
     in_order(tiles.len(), decoded).await
 }
 
+/// Where a window part's bytes are: object key and byte range.
+type PartAt<'a> = (&'a str, Option<(u64, u64)>);
+
+/// Every window (a strided job's input) cut from its parts and preprocessed to model input,
+/// in order. A part shared by neighbouring windows is read once. A bad part makes its windows
+/// bad, naming the part.
+pub async fn fetch_windows(
+    store: &Store,
+    windows: &[(&Tile, &crate::messages::Window)],
+) -> Vec<Result<Vec<f32>, FetchError>> {
+    let mut index: std::collections::HashMap<PartAt, usize> = Default::default();
+    let mut parts: Vec<Tile> = Vec::new();
+    for (_, w) in windows {
+        for p in &w.parts {
+            let at = (p.key.as_str(), p.range.map(|r| (r.offset, r.length)));
+            index.entry(at).or_insert_with(|| {
+                parts.push(Tile {
+                    dataset: String::new(),
+                    tile_id: p.tile_id.clone(),
+                    key: p.key.clone(),
+                    range: p.range,
+                    sha256: String::new(),
+                    label: None,
+                    split: None,
+                    date: None,
+                    geo: None,
+                    backbone: String::new(),
+                });
+                parts.len() - 1
+            });
+        }
+    }
+    let refs: Vec<&Tile> = parts.iter().collect();
+    let bytes = fetch_bytes(store, &refs).await;
+    // owned per window (its id, its window, its parts' bytes or the first failure), so the
+    // stream below borrows nothing
+    let owned: Vec<(
+        String,
+        crate::messages::Window,
+        Result<Vec<Bytes>, FetchError>,
+    )> = windows
+        .iter()
+        .map(|(t, w)| {
+            let got = w
+                .parts
+                .iter()
+                .map(|p| {
+                    bytes[index[&(p.key.as_str(), p.range.map(|r| (r.offset, r.length)))]].clone()
+                })
+                .collect();
+            (t.tile_id.clone(), (*w).clone(), got)
+        })
+        .collect();
+    futures::stream::iter(owned)
+        .map(|(id, w, got)| async move {
+            let got = got.map_err(|e| match e {
+                FetchError::Bad(why) => FetchError::Bad(format!("window {id}: {why}")),
+                t => t,
+            })?;
+            tokio::task::spawn_blocking(move || {
+                let slices: Vec<&[u8]> = got.iter().map(|b| b.as_ref()).collect();
+                crate::window::compose(&w, &slices)
+                    .map(|img| imaging::preprocess(&img))
+                    .map_err(|(part, e)| FetchError::Bad(format!("window {id}: tile {part}: {e}")))
+            })
+            .await
+            .expect("composing does not panic")
+        })
+        .buffered(PARALLEL_DECODES)
+        .collect()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

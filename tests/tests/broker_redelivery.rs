@@ -52,6 +52,7 @@ async fn no_message_lost_when_consumer_stops_mid_way() {
                     run: "r".into(),
                     dataset: "d".into(),
                     smooth: false,
+                    stride_m: None,
                 },
             )
         })
@@ -155,6 +156,7 @@ fn job(id: &str) -> aerial_shared::broker::Outgoing {
             run: "r".into(),
             dataset: "d".into(),
             smooth: false,
+            stride_m: None,
         },
     )
 }

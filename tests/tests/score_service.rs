@@ -235,6 +235,62 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     let gt = info["geoTransform"].as_array().unwrap();
     assert_eq!(gt[1].as_f64(), Some(225.0));
     assert!((gt[0].as_f64().unwrap() - 485899.0).abs() < 1.0, "{gt:?}");
+    // a Cloud-Optimized GeoTIFF: the class band, then one probability band per class
+    assert_eq!(
+        info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG",
+        "{}",
+        info["metadata"]
+    );
+    assert_eq!(
+        info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"],
+        "DEFLATE"
+    );
+    let bands = info["bands"].as_array().unwrap();
+    assert_eq!(bands.len(), 1 + 3, "class + 3 probability bands");
+    assert!(bands[0]["colorTable"].is_object());
+    assert!(
+        !bands[0]["overviews"].as_array().unwrap().is_empty(),
+        "overviews"
+    );
+    assert_eq!(
+        bands[0]["block"],
+        serde_json::json!([16, 16]),
+        "internal tiles"
+    );
+    assert_eq!(bands[2]["description"], "probability of forest (percent)");
+    assert!(out_dir
+        .path()
+        .join(keys::output_style("2020-08-31"))
+        .exists());
+    // the vector layers: every scored window of both dates, and the dissolved regions
+    let gpkg = out_dir.path().join(keys::OUTPUT_GPKG);
+    let ogr = std::process::Command::new("ogrinfo")
+        .args(["-ro", "-so", "-al", gpkg.to_str().unwrap()])
+        .output()
+        .expect("ogrinfo (gdal-bin)");
+    let ogr = String::from_utf8_lossy(&ogr.stdout);
+    assert!(ogr.contains("Layer name: windows"), "{ogr}");
+    assert!(ogr.contains("Layer name: regions"), "{ogr}");
+    assert!(
+        ogr.contains(&format!("Feature Count: {}", 640 - bad_ids.len())),
+        "{ogr}"
+    );
+    let dates = std::process::Command::new("ogrinfo")
+        .args([
+            "-ro",
+            "-q",
+            "-sql",
+            "SELECT DISTINCT date FROM regions",
+            gpkg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let dates = String::from_utf8_lossy(&dates.stdout);
+    assert!(
+        dates.contains("date (String) = 2009-08-18")
+            && dates.contains("date (String) = 2020-08-31"),
+        "{dates}"
+    );
     let png = image::open(out_dir.path().join(keys::output_png("2009-08-18"))).unwrap();
     assert!(png.width() > 400);
     let change: aerial_shared::change::ChangeReport =
@@ -243,6 +299,13 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     assert_eq!(change.from_date, "2009-08-18");
     assert_eq!(change.to_date, "2020-08-31");
     assert!(change.compared >= 318);
+    let cell_ha = change.cell_area_ha.expect("a metre grid");
+    assert!((cell_ha - 5.0625).abs() < 1e-9, "225 m cells: {cell_ha}");
+    let matrix_cells: u64 = change.matrix.values().flat_map(|r| r.values()).sum();
+    assert_eq!(
+        matrix_cells, change.compared,
+        "the matrix covers every compared cell"
+    );
 
     // a change report between two given dates, smoothed, from the CLI
     let (ok, out) = iso.cli(&[
@@ -258,6 +321,11 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     let smoothed: aerial_shared::change::ChangeReport = serde_json::from_str(&out).unwrap();
     assert!(smoothed.smoothed);
     assert_eq!(smoothed.compared, change.compared);
+    // and as a from -> to matrix in hectares
+    let (ok, out) = iso.cli(&["results", "job1", "--change", "2009-08-18", "2020-08-31"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("from -> to matrix, hectares"), "{out}");
+    assert!(out.contains("a cell is 5.06 ha"), "{out}");
     survivor.terminate();
 }
 
@@ -443,4 +511,133 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
         }),
     );
     score.terminate();
+}
+
+/// A region date scored with windows every 112 m: the map is one cell per 110 m stride (the
+/// nearest whole pixels), ~40 × 32 cells, a COG whose cells average the windows covering
+/// them; the GeoPackage holds every window and the dissolved regions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stride_gives_a_finer_map_of_averaged_windows() {
+    let iso = servers().isolated("score-stride").await;
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
+    let models = models.to_str().unwrap();
+    let procs = pipeline(&iso, models);
+    let score = iso.spawn("aerial-score", &[("AERIAL__MODELS__DIR", models)]);
+    for p in procs.iter().chain([&score]) {
+        p.wait_log("consuming", Duration::from_secs(60)).await;
+    }
+    tiny_model(&iso).await;
+    let scene = shared_data().join("region/naip_nd_m_4709963_se/m_4709963_se_14_1_20150926.tif");
+    let (ok, out) = iso.cli(&[
+        "ingest",
+        "scene",
+        scene.to_str().unwrap(),
+        "--dataset",
+        "region",
+    ]);
+    assert!(ok, "{out}");
+    // a stride of nothing is refused before anything is published
+    let (ok, out) = iso.cli(&[
+        "score",
+        "--run",
+        "m",
+        "--dataset",
+        "region",
+        "--stride-meters",
+        "0",
+    ]);
+    assert!(!ok && out.contains("positive number of metres"), "{out}");
+    let (ok, out) = iso.cli(&[
+        "score",
+        "--run",
+        "m",
+        "--dataset",
+        "region",
+        "--stride-meters",
+        "112",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("published score job region-m-s112"), "{out}");
+    assert!(out.contains("map cells of 110.0 m"), "{out}");
+    let st: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("region-m-s112"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.total, st.done, st.failed),
+        (31 * 39, 31 * 39, 0),
+        "one per window"
+    );
+    let (raw_rows, raw_ids) = iso.raw_predictions("region-m-s112").await;
+    assert_eq!((raw_rows, raw_ids.len()), (31 * 39, 31 * 39));
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let (ok, out) = iso.cli(&[
+        "results",
+        "region-m-s112",
+        "--out",
+        out_dir.path().to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let tif = out_dir.path().join(keys::output_geotiff("2015-09-26"));
+    let info = std::process::Command::new("gdalinfo")
+        .args(["-json", tif.to_str().unwrap()])
+        .output()
+        .expect("gdalinfo");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["size"], serde_json::json!([40, 32]));
+    assert_eq!(info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"], "COG");
+    assert_eq!(info["bands"].as_array().unwrap().len(), 4);
+    assert!(info["coordinateSystem"]["wkt"]
+        .as_str()
+        .unwrap()
+        .contains("\"EPSG\",26914"));
+    let gt = info["geoTransform"].as_array().unwrap();
+    assert_eq!(gt[1].as_f64(), Some(110.0), "{gt:?}");
+    // every cell covered; each class probability band sums to ~100 % per cell
+    let band = |b: usize| -> Vec<u8> {
+        let ds = gdal::Dataset::open(&tif).unwrap();
+        let band = ds.rasterband(b).unwrap();
+        band.read_as::<u8>((0, 0), (40, 32), (40, 32), None)
+            .unwrap()
+            .data()
+            .to_vec()
+    };
+    let class = band(1);
+    assert!(
+        class.iter().all(|&c| c < 3),
+        "no no-data cell in a full scene"
+    );
+    let (p1, p2, p3) = (band(2), band(3), band(4));
+    for i in 0..class.len() {
+        let sum = u32::from(p1[i]) + u32::from(p2[i]) + u32::from(p3[i]);
+        assert!((98..=102).contains(&sum), "cell {i}: {sum}");
+        let best = [p1[i], p2[i], p3[i]].iter().copied().max().unwrap();
+        assert_eq!([p1[i], p2[i], p3[i]][class[i] as usize], best, "cell {i}");
+    }
+    // the summary's areas are of 110 m cells (1.21 ha each)
+    let summary: ScoreSummary = iso
+        .store
+        .get_json(&keys::job_output("region-m-s112", keys::OUTPUT_SUMMARY))
+        .await
+        .unwrap();
+    let km2: f64 = summary.area_km2_per_date["2015-09-26"].values().sum();
+    assert!((km2 - 40.0 * 32.0 * 0.0121).abs() < 1e-6, "{km2}");
+    // the windows as polygons
+    let ogr = std::process::Command::new("ogrinfo")
+        .args([
+            "-ro",
+            "-so",
+            out_dir.path().join(keys::OUTPUT_GPKG).to_str().unwrap(),
+            "windows",
+        ])
+        .output()
+        .unwrap();
+    let ogr = String::from_utf8_lossy(&ogr.stdout);
+    assert!(
+        ogr.contains(&format!("Feature Count: {}", 31 * 39)),
+        "{ogr}"
+    );
+    drop(score);
 }

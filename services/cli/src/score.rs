@@ -1,7 +1,7 @@
 //! `aerial score` and `aerial results`: publish a score job, follow it, and read its outputs.
 
 use aerial_shared::{
-    change, keys,
+    cells, change, keys,
     messages::ScoreJob,
     predictions::{self, ScoreSummary},
     status::{JobState, JobStatus},
@@ -27,6 +27,11 @@ pub struct ScoreArgs {
     /// 3×3 plurality smoothing of each date's map before the change report.
     #[arg(long)]
     smooth: bool,
+    /// Windows of the tile size every this many metres (rounded to whole pixels; default:
+    /// the tiles themselves): each map cell is one stride and averages the windows covering
+    /// it. A finer map costs (tile size / stride)² as many windows to score.
+    #[arg(long, value_name = "METRES")]
+    stride_meters: Option<f64>,
     /// Return after publishing.
     #[arg(long)]
     no_wait: bool,
@@ -34,10 +39,17 @@ pub struct ScoreArgs {
 
 /// Publishes the job and, unless `--no-wait`, follows it and prints its results.
 pub async fn run(settings: &Settings, a: ScoreArgs) -> anyhow::Result<()> {
+    if let Some(m) = a.stride_meters {
+        anyhow::ensure!(
+            m.is_finite() && m > 0.0,
+            "--stride-meters must be a positive number of metres, not {m}"
+        );
+    }
     let job = ScoreJob {
         job_id: a.name.clone().unwrap_or_else(|| {
+            let stride = a.stride_meters.map_or(String::new(), |m| format!("-s{m}"));
             format!(
-                "{}-{}",
+                "{}-{}{stride}",
                 a.dataset,
                 keys::encode_name(&a.run).replace('%', "_")
             )
@@ -45,6 +57,7 @@ pub async fn run(settings: &Settings, a: ScoreArgs) -> anyhow::Result<()> {
         run: a.run.clone(),
         dataset: a.dataset.clone(),
         smooth: a.smooth,
+        stride_m: a.stride_meters,
     };
     keys::validate_name(&job.job_id)?;
     keys::validate_name(&job.dataset)?;
@@ -79,10 +92,12 @@ pub async fn run(settings: &Settings, a: ScoreArgs) -> anyhow::Result<()> {
             broker.publisher().send(topology::SCORE_JOBS, &job).await?;
             broker.close().await;
             println!(
-                "published score job {} (run {}, dataset {}{})",
+                "published score job {} (run {}, dataset {}{}{})",
                 job.job_id,
                 job.run,
                 job.dataset,
+                job.stride_m
+                    .map_or(String::new(), |m| format!(", stride {m} m")),
                 if job.smooth { ", smoothed" } else { "" }
             );
         }
@@ -146,24 +161,34 @@ pub async fn results(
         let table = store
             .get(&keys::job_output(job, keys::OUTPUT_TABLE))
             .await?;
-        let rows = predictions::from_csv(&table)?;
-        let grids = change::grids_by_date(
-            &summary.labels,
+        let rows = predictions::from_csv_with_probs(&table, &summary.labels)?;
+        // the map's cells, as the job built them (a strided job's cells average its windows)
+        let grids = cells::by_date(
+            summary.labels.len(),
+            summary.stride.map_or(1, |s| s.cover()),
             rows.iter()
-                .filter_map(|r| Some((r.date.as_str(), r.row?, r.col?, r.label.as_str()))),
+                .filter_map(|(r, p)| Some((r.date.as_str(), r.row?, r.col?, p.as_slice()))),
         );
         let (a, b) = match (grids.get(&from), grids.get(&to)) {
-            (Some(a), Some(b)) => (a, b),
+            (Some(a), Some(b)) => (a.classes(), b.classes()),
             _ => anyhow::bail!(
                 "dates must be among: {}",
                 grids.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         };
-        let report = change::compare(&summary.labels, &from, a, &to, b, smooth);
+        let report = change::compare(
+            &summary.labels,
+            &from,
+            &a,
+            &to,
+            &b,
+            smooth,
+            summary.cell_area_ha(),
+        );
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print_change(&report);
+            print_change(&summary.labels, &report);
         }
         return Ok(());
     }
@@ -183,7 +208,7 @@ pub async fn results(
     Ok(())
 }
 
-fn print_change(r: &change::ChangeReport) {
+fn print_change(labels: &[String], r: &change::ChangeReport) {
     println!(
         "{} -> {}{}: {} of {} tiles changed class",
         r.from_date,
@@ -210,6 +235,27 @@ fn print_change(r: &change::ChangeReport) {
             println!("  {from} -> {label}: {n} tiles");
         }
     }
+    if let Some(m) = r.matrix_ha(labels) {
+        println!(
+            "from -> to matrix, hectares (rows {}, columns {}; a cell is {:.2} ha):",
+            r.from_date,
+            r.to_date,
+            r.cell_area_ha.unwrap_or_default()
+        );
+        let w = labels.iter().map(String::len).max().unwrap_or(4).max(10);
+        print!("{:<w$}", "");
+        for l in labels {
+            print!(" {l:>w$}");
+        }
+        println!(" {:>w$}", "total");
+        for (from, row) in &m {
+            print!("{from:<w$}");
+            for v in row {
+                print!(" {v:>w$.1}");
+            }
+            println!(" {:>w$.1}", row.iter().sum::<f64>());
+        }
+    }
 }
 
 fn print_summary(s: &ScoreSummary, bucket: &str) {
@@ -224,6 +270,16 @@ fn print_summary(s: &ScoreSummary, bucket: &str) {
         s.duration_s,
         s.replicas.len()
     );
+    if let Some(st) = s.stride {
+        let skipped: u64 = s.nodata_windows.values().sum();
+        println!(
+            "windows of {} px every {} px: map cells of {:.1} m ({} window(s) left out as no-data)",
+            st.window_px,
+            st.stride_px,
+            st.cell_m(),
+            skipped
+        );
+    }
     for d in &s.dead {
         println!("  refused {}: {}", d.tile_id, d.reason);
     }

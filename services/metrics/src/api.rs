@@ -91,7 +91,9 @@ async fn output(State(s): State<Store>, Path((id, file)): Path<(String, String)>
         Ok(bytes) => {
             let ct = match file.rsplit('.').next() {
                 Some("png") => "image/png",
-                Some("tif") => "image/tiff",
+                Some("tif") => "image/tiff; application=geotiff; profile=cloud-optimized",
+                Some("gpkg") => "application/geopackage+sqlite3",
+                Some("qml") => "application/xml",
                 Some("csv") => "text/csv; charset=utf-8",
                 Some("json" | "geojson") => "application/json",
                 _ => "application/octet-stream",

@@ -69,6 +69,12 @@ impl Maps {
         let summary: ScoreSummary = store
             .get_json(&keys::job_output(job, keys::OUTPUT_SUMMARY))
             .await?;
+        if summary.stride.is_some() {
+            // its table lists overlapping windows, not the tiles the pages draw and label
+            return Err(MapError::NotAMap(format!(
+                "job {job} was scored with a stride: the viewer and the labelling pages show                  jobs scored tile by tile (score the dataset again without --stride-meters)"
+            )));
+        }
         let table = store
             .get(&keys::job_output(job, keys::OUTPUT_TABLE))
             .await?;

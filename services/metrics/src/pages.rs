@@ -261,6 +261,15 @@ async fn job(
                     tr { td.l { (from) } td.l { (label) } td { (n) } }
                 } } }
             }
+            @if let Some(m) = d.summary.as_ref().and_then(|s| c.matrix_ha(&s.labels).map(|m| (s, m))) {
+                h2 { "From → to (hectares)" }
+                table #change-matrix {
+                    thead { tr { th.l { (c.from_date) " ↓ / " (c.to_date) " →" } @for l in &m.0.labels { th { (l) } } } }
+                    tbody { @for (from, row) in &m.1 {
+                        tr { td.l { (from) } @for v in row { td { (format!("{v:.1}")) } } }
+                    } }
+                }
+            }
         }
     }).into_response()
 }

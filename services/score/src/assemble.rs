@@ -1,11 +1,12 @@
 //! Builds a finished score job's outputs from its deduplicated predictions and writes them
 //! under `jobs/<job>/outputs/`, the summary last: predictions table, footprints, per date a
-//! GeoTIFF and a PNG map, and the change report between the first and last date.
+//! Cloud-Optimized GeoTIFF (class + probabilities) with its QGIS style and a PNG map, the
+//! vector layers (GeoPackage), and the change report between the first and last date.
 
-use crate::{geotiff, mapimage};
+use crate::{cog, gpkg, mapimage, style};
 use aerial_shared::{
-    change::{self, Grid},
-    keys,
+    cells::{self, CellGrid},
+    change, keys,
     predictions::{self, DeadTile, PredictionRow, ScoreSpec, ScoreSummary},
     Store,
 };
@@ -16,13 +17,16 @@ use std::collections::BTreeMap;
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
     /// Writing a raster failed.
-    #[error("geotiff for {date}: {source}")]
+    #[error("cloud-optimized geotiff for {date}: {source}")]
     Raster {
         /// Date of the raster.
         date: String,
         /// GDAL error.
         source: gdal::errors::GdalError,
     },
+    /// Writing the GeoPackage failed.
+    #[error("geopackage: {0}")]
+    Vector(gdal::errors::GdalError),
     /// Encoding a map failed.
     #[error("png map for {date}: {source}")]
     Map {
@@ -38,6 +42,9 @@ pub enum AssembleError {
 
 /// Output files: name under `outputs/`, bytes.
 pub type Files = Vec<(String, Vec<u8>)>;
+
+/// A georeferenced date: its cells, where they lie, and each cell's probabilities.
+type Placed<'a> = (&'a String, &'a CellGrid, cog::GridGeo, Vec<Option<&'a [f32]>>);
 
 /// Every output file and the summary, computed without I/O.
 pub fn build(
@@ -55,39 +62,49 @@ pub fn build(
         ),
     ];
     let mut tiles_per_date: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let mut area: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for r in rows {
-        let date = r.date.clone().unwrap_or_default();
         *tiles_per_date
-            .entry(date.clone())
+            .entry(r.date.clone().unwrap_or_default())
             .or_default()
             .entry(r.label.clone())
             .or_default() += 1;
-        if let Some(a) = r.area_km2() {
-            *area
-                .entry(date)
-                .or_default()
-                .entry(r.label.clone())
-                .or_default() += a;
+    }
+    // the map's cells: the tiles themselves, or stride squares averaging their windows
+    let cover = spec.stride.map_or(1, |s| s.cover());
+    let grids: BTreeMap<String, CellGrid> = cells::by_date(
+        labels.len(),
+        cover,
+        rows.iter()
+            .filter_map(|r| Some((r.date.as_deref()?, r.row?, r.col?, r.probs.as_slice()))),
+    );
+    let step_m = spec.stride.map(|s| s.cell_m());
+    let cell_km2 = step_m
+        .map(|m| m * m / 1e6)
+        .or_else(|| rows.iter().find_map(PredictionRow::area_km2));
+    let mut area: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    if let Some(km2) = cell_km2 {
+        for (date, g) in &grids {
+            let counts = g.classes().counts(labels.len());
+            area.insert(
+                date.clone(),
+                labels
+                    .iter()
+                    .cloned()
+                    .zip(counts.iter().map(|&n| n as f64 * km2))
+                    .collect(),
+            );
         }
     }
-    let grids: BTreeMap<String, Grid> = change::grids_by_date(
-        labels,
-        rows.iter()
-            .filter_map(|r| Some((r.date.as_deref()?, r.row?, r.col?, r.label.as_str()))),
-    );
+    // per date: where its grid lies (georeferenced dates only)
+    let mut placed: Vec<Placed> = Vec::new();
     for (date, grid) in &grids {
         let of_date: Vec<&PredictionRow> = rows
             .iter()
             .filter(|r| r.date.as_deref() == Some(date.as_str()))
             .collect();
-        if let Some(geo) = geotiff::grid_geo(&of_date) {
-            let tif = geotiff::write(labels, grid.rows, grid.cols, &grid.cells, &geo, date)
-                .map_err(|source| AssembleError::Raster {
-                    date: date.clone(),
-                    source,
-                })?;
-            files.push((keys::output_geotiff(date), tif));
+        if let Some(geo) = cog::grid_geo(&of_date, step_m) {
+            let probs = grid.probs.iter().map(|p| p.as_deref()).collect();
+            placed.push((date, grid, geo, probs));
         }
         let title = format!("{} {} ({})", spec.job.dataset, date, spec.job.run);
         let png = mapimage::render(labels, grid.rows, grid.cols, &grid.cells, &title).map_err(
@@ -98,9 +115,38 @@ pub fn build(
         )?;
         files.push((keys::output_png(date), png));
     }
+    let maps: Vec<cog::DateMap> = placed
+        .iter()
+        .map(|(date, grid, geo, probs)| cog::DateMap {
+            labels,
+            rows: grid.rows,
+            cols: grid.cols,
+            cells: &grid.cells,
+            probs,
+            geo,
+            date,
+        })
+        .collect();
+    for map in &maps {
+        let written = cog::write(map).map_err(|source| AssembleError::Raster {
+            date: map.date.to_string(),
+            source,
+        })?;
+        files.push((keys::output_geotiff(map.date), written.tif));
+        files.push((keys::output_geotiff_sidecar(map.date), written.aux_xml));
+        files.push((
+            keys::output_style(map.date),
+            style::qml(labels).into_bytes(),
+        ));
+    }
+    if let Some(layers) = gpkg::write(labels, rows, &maps).map_err(AssembleError::Vector)? {
+        files.push((keys::OUTPUT_GPKG.into(), layers));
+    }
     if let (Some((first, a)), Some((last, b))) = (grids.iter().next(), grids.iter().last()) {
         if first != last {
-            let report = change::compare(labels, first, a, last, b, spec.job.smooth);
+            let cell_ha = cell_km2.map(|k| k * 100.0);
+            let (a, b) = (a.classes(), b.classes());
+            let report = change::compare(labels, first, &a, last, &b, spec.job.smooth, cell_ha);
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(["row", "col", "from", "to"])
                 .expect("memory");
@@ -133,6 +179,8 @@ pub fn build(
         dead,
         tiles_per_date,
         area_km2_per_date: area,
+        stride: spec.stride,
+        nodata_windows: spec.nodata.clone(),
         outputs: files
             .iter()
             .map(|(n, _)| n.clone())

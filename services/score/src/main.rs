@@ -18,13 +18,16 @@
 //! [`ScoreProgress`]: aerial_shared::messages::ScoreProgress
 
 mod assemble;
+mod cog;
 mod coordinator;
 mod fanout;
 mod feature_cache;
-mod geotiff;
+mod gpkg;
 mod mapimage;
 mod models;
 mod scorer;
+mod style;
+mod windows;
 mod written;
 
 use aerial_featurize::backbone::Inference;
@@ -43,6 +46,11 @@ async fn run() -> anyhow::Result<()> {
     }
     let replica = replica_id();
     tracing::info!(%replica, "score replica starting");
+    // GDAL's messages (e.g. a COG's small internal tiles, chosen on purpose) go to the logs
+    // at debug, not to stderr; its failures come back as errors of the calls that made them
+    gdal::config::set_error_handler(|kind, code, msg| {
+        tracing::debug!(?kind, code, msg, "gdal");
+    });
     let load_hist = app.telemetry.model_load_seconds.clone();
     let inference = Inference::spawn(
         app.settings.models.dir.clone(),
@@ -58,7 +66,10 @@ async fn run() -> anyhow::Result<()> {
         concurrency: 1,
         ..worker::WorkerConfig::from_settings(&app.settings, "score", topology::SCORE_PROGRESS)
     };
-    let fanout = Arc::new(fanout::FanOut::new(app.store.clone()));
+    let fanout = Arc::new(fanout::FanOut::new(
+        app.store.clone(),
+        app.settings.score.max_nodata,
+    ));
     let scorer = Arc::new(scorer::Scorer::new(
         app.store.clone(),
         inference,

@@ -65,6 +65,37 @@ impl Scorer {
             .map_err(|e| e.to_string())
     }
 
+    /// Model input of each tile, in order: stored tiles read as they are, windows cut from
+    /// the tiles they overlap.
+    async fn fetch(&self, tiles: &[&ScoreTile]) -> Vec<Result<Vec<f32>, FetchError>> {
+        let plain: Vec<&aerial_shared::messages::Tile> = tiles
+            .iter()
+            .filter(|st| st.window.is_none())
+            .map(|st| &st.tile)
+            .collect();
+        let windows: Vec<_> = tiles
+            .iter()
+            .filter_map(|st| st.window.as_ref().map(|w| (&st.tile, w)))
+            .collect();
+        let mut plain = tile_fetch::fetch_tensors(&self.store, &plain)
+            .await
+            .into_iter();
+        let mut windows = tile_fetch::fetch_windows(&self.store, &windows)
+            .await
+            .into_iter();
+        tiles
+            .iter()
+            .map(|st| {
+                let next = if st.window.is_some() {
+                    windows.next()
+                } else {
+                    plain.next()
+                };
+                next.expect("one input per tile")
+            })
+            .collect()
+    }
+
     /// Records a refused tile for the job report, then dead-letters it.
     async fn refuse(&self, ctx: &BatchCtx, st: &ScoreTile, reason: String) -> Outcome {
         let key = keys::dead_tile(&st.job_id, &short_hash(&st.tile.tile_id));
@@ -285,13 +316,13 @@ impl Scorer {
             }
         }
         let fetched = {
-            let refs: Vec<&_> = tiles
+            let uncached: Vec<&ScoreTile> = tiles
                 .iter()
                 .zip(&cached)
                 .filter(|(_, c)| c.is_none())
-                .map(|((_, st), _)| &st.tile)
+                .map(|((_, st), _)| st)
                 .collect();
-            tile_fetch::fetch_tensors(&self.store, &refs).await
+            self.fetch(&uncached).await
         };
         let mut fetched = fetched.into_iter();
         let mut input = Vec::new();

@@ -141,6 +141,7 @@ pub(super) async fn rescore(
         run: req.run,
         dataset: spec.job.dataset,
         smooth: spec.job.smooth,
+        stride_m: spec.job.stride_m,
     };
     if let Err(r) = l.send(topology::SCORE_JOBS, &sj).await {
         return r;
