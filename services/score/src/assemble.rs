@@ -44,7 +44,12 @@ pub enum AssembleError {
 pub type Files = Vec<(String, Vec<u8>)>;
 
 /// A georeferenced date: its cells, where they lie, and each cell's probabilities.
-type Placed<'a> = (&'a String, &'a CellGrid, cog::GridGeo, Vec<Option<&'a [f32]>>);
+type Placed<'a> = (
+    &'a String,
+    &'a CellGrid,
+    cog::GridGeo,
+    Vec<Option<&'a [f32]>>,
+);
 
 /// Every output file and the summary, computed without I/O.
 pub fn build(

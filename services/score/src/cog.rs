@@ -264,7 +264,10 @@ mod tests {
         let table = class.color_table().expect("the sidecar's colour table");
         let c = palette::colour("forest", 1);
         let e = table.entry_as_rgb(1).unwrap();
-        assert_eq!((e.r, e.g, e.b, e.a), (c[0].into(), c[1].into(), c[2].into(), 255));
+        assert_eq!(
+            (e.r, e.g, e.b, e.a),
+            (c[0].into(), c[1].into(), c[2].into(), 255)
+        );
         assert_eq!(table.entry_as_rgb(255).unwrap().a, 0, "no-data transparent");
         assert_eq!(class.metadata_item("class_1", ""), Some("forest".into()));
         assert!(class.overview_count().unwrap() >= 1, "overviews");
