@@ -218,6 +218,9 @@ pub const OUTPUT_CHANGE_CSV: &str = "change.csv";
 pub const OUTPUT_ACCURACY: &str = "accuracy.json";
 /// Score job output: the vector layers (scored windows, dissolved class regions), GeoPackage.
 pub const OUTPUT_GPKG: &str = "layers.gpkg";
+/// Score job output: the root of the job's static STAC catalogue (collection, one item per
+/// date and one for the model beside it, under `stac/`).
+pub const OUTPUT_STAC_CATALOG: &str = "stac/catalog.json";
 /// Score job output: the job report, written last.
 pub const OUTPUT_SUMMARY: &str = "summary.json";
 

@@ -291,6 +291,37 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
             && dates.contains("date (String) = 2020-08-31"),
         "{dates}"
     );
+    // the STAC catalogue validates offline (pystac, core 1.1.0 + the extension schemas)
+    let stac = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    )
+    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("py/stac_validate.py"))
+    .arg(out_dir.path().join(keys::OUTPUT_STAC_CATALOG))
+    .output()
+    .expect("python from make install");
+    let report = String::from_utf8_lossy(&stac.stdout);
+    assert!(
+        stac.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&stac.stderr)
+    );
+    let summary_line: serde_json::Value =
+        serde_json::from_str(report.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        summary_line["items"], 3,
+        "two dates and the model: {report}"
+    );
+    assert_eq!(summary_line["collections"], 1);
+    for ext in ["classification", "raster", "projection", "mlm"] {
+        assert!(
+            summary_line["extensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.as_str().unwrap().contains(&format!("/{ext}/"))),
+            "{ext}: {report}"
+        );
+    }
     let png = image::open(out_dir.path().join(keys::output_png("2009-08-18"))).unwrap();
     assert!(png.width() > 400);
     let change: aerial_shared::change::ChangeReport =

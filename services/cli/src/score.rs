@@ -201,7 +201,11 @@ pub async fn results(
         std::fs::create_dir_all(&dir)?;
         for name in &summary.outputs {
             let bytes = store.get(&keys::job_output(job, name)).await?;
-            std::fs::write(dir.join(name), &bytes)?;
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, &bytes)?;
         }
         println!("outputs downloaded to {}", dir.display());
     }

@@ -112,6 +112,6 @@ pub fn routes(store: Store) -> Router {
         .route("/api/compare", get(compare))
         .route("/api/jobs", get(jobs))
         .route("/api/jobs/{id}", get(job))
-        .route("/api/jobs/{id}/outputs/{file}", get(output))
+        .route("/api/jobs/{id}/outputs/{*file}", get(output))
         .with_state(store)
 }

@@ -3,11 +3,12 @@
 //! Cloud-Optimized GeoTIFF (class + probabilities) with its QGIS style and a PNG map, the
 //! vector layers (GeoPackage), and the change report between the first and last date.
 
-use crate::{cog, gpkg, mapimage, style};
+use crate::{cog, gpkg, mapimage, stac, style};
 use aerial_shared::{
     cells::{self, CellGrid},
     change, keys,
     predictions::{self, DeadTile, PredictionRow, ScoreSpec, ScoreSummary},
+    runs::{self, RunSummary},
     Store,
 };
 use futures::StreamExt;
@@ -57,6 +58,7 @@ pub fn build(
     rows: &[PredictionRow],
     dead: Vec<DeadTile>,
     replicas: Vec<String>,
+    run: Option<&RunSummary>,
 ) -> Result<(Files, ScoreSummary), AssembleError> {
     let labels = &spec.labels;
     let mut files: Files = vec![
@@ -144,9 +146,23 @@ pub fn build(
             style::qml(labels).into_bytes(),
         ));
     }
-    if let Some(layers) = gpkg::write(labels, rows, &maps).map_err(AssembleError::Vector)? {
+    let layers = gpkg::write(labels, rows, &maps).map_err(AssembleError::Vector)?;
+    let with_layers = layers.is_some();
+    if let Some(layers) = layers {
         files.push((keys::OUTPUT_GPKG.into(), layers));
     }
+    let items: Vec<stac::DateItem> = maps
+        .iter()
+        .filter_map(|map| {
+            let lonlat = stac::union(
+                rows.iter()
+                    .filter(|r| r.date.as_deref() == Some(map.date))
+                    .filter_map(|r| r.lonlat_bounds),
+            )?;
+            Some(stac::DateItem { map, lonlat })
+        })
+        .collect();
+    files.extend(stac::catalogue(spec, &items, with_layers, run));
     if let (Some((first, a)), Some((last, b))) = (grids.iter().next(), grids.iter().last()) {
         if first != last {
             let cell_ha = cell_km2.map(|k| k * 100.0);
@@ -207,9 +223,15 @@ pub async fn assemble(
     replicas: Vec<String>,
 ) -> Result<ScoreSummary, AssembleError> {
     let s = spec.clone();
-    let (files, summary) = tokio::task::spawn_blocking(move || build(&s, &rows, dead, replicas))
+    // the run's summary, for the catalogue's model item (a run without one is left out)
+    let run: Option<RunSummary> = store
+        .get_json(&runs::key(&spec.job.run, runs::SUMMARY))
         .await
-        .expect("assembly does not panic")?;
+        .ok();
+    let (files, summary) =
+        tokio::task::spawn_blocking(move || build(&s, &rows, dead, replicas, run.as_ref()))
+            .await
+            .expect("assembly does not panic")?;
     let job = &spec.job.job_id;
     let uploads =
         futures::stream::iter(files.into_iter().map(|(name, body)| async move {

@@ -26,6 +26,7 @@ mod gpkg;
 mod mapimage;
 mod models;
 mod scorer;
+mod stac;
 mod style;
 mod windows;
 mod written;
