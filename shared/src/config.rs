@@ -44,6 +44,8 @@ pub struct ScoreSettings {
     /// A strided job's window with more than this share (0..1) of its area outside the
     /// stored tiles is not scored and stays no-data.
     pub max_nodata: f64,
+    /// Most windows one strided job may have (the fan-out holds them all while publishing).
+    pub max_windows: u64,
 }
 
 /// Caps on uploaded scenes, checked before their pixels are read.
@@ -204,6 +206,7 @@ max_scene_megapixels = 1000
 max_scene_tiles = 250000
 [score]
 max_nodata = 0.5
+max_windows = 500000
 "#;
 
 impl Settings {

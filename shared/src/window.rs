@@ -14,6 +14,13 @@ pub fn compose(window: &Window, parts: &[&[u8]]) -> Result<RgbImage, (String, Im
     for (part, bytes) in window.parts.iter().zip(parts) {
         let tile = imaging::decode_rgb(bytes).map_err(|e| (part.tile_id.clone(), e))?;
         let (w, h) = tile.dimensions();
+        // a part of another size would be pasted at offsets meant for tiles of this one
+        if (w, h) != (n, n) {
+            return Err((
+                part.tile_id.clone(),
+                ImageError::Corrupt(format!("{w}x{h} tile in a window of {n} px tiles")),
+            ));
+        }
         for ty in 0..h {
             let y = part.y + ty as i32;
             if y < 0 || y >= n as i32 {
@@ -80,5 +87,11 @@ mod tests {
         assert_eq!(c.get_pixel(2, 2).0, [0, 0, 0]);
         let (id, _) = compose(&w, &[b"not an image"]).err().unwrap();
         assert_eq!(id, "a");
+        let (id, e) = compose(&w, &[&png(5, 10)]).err().unwrap();
+        assert_eq!(id, "a");
+        assert!(
+            e.to_string().contains("5x5 tile in a window of 4 px tiles"),
+            "{e}"
+        );
     }
 }

@@ -523,6 +523,77 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
     let progress_deliveries = header_u64(&progress_dlq[0].1, topology::DELIVERIES_HEADER).unwrap();
     let progress_reason = header_str(&progress_dlq[0].1, topology::ERROR_HEADER).unwrap();
     assert!(progress_reason.contains(&lost_key), "{progress_reason}");
+    // its objects are what counts: a later report of one that exists reopens and finishes it
+    let rows: Vec<predictions::PredictionRow> = (0..24)
+        .map(|i| predictions::PredictionRow {
+            tile_id: format!("t{i}"),
+            date: None,
+            row: None,
+            col: None,
+            crs: None,
+            bounds: None,
+            lonlat_bounds: None,
+            label: "field".into(),
+            probs: vec![1.0, 0.0, 0.0],
+        })
+        .collect();
+    let found_key = keys::prediction_batch("j-lost", "0001");
+    iso.store
+        .put_json(
+            &found_key,
+            &predictions::PredictionBatch {
+                job_id: "j-lost".into(),
+                replica: "elsewhere".into(),
+                rows,
+            },
+        )
+        .await
+        .unwrap();
+    let found = aerial_shared::messages::ScoreProgress {
+        job_id: "j-lost".into(),
+        key: found_key,
+        replica: "elsewhere".into(),
+    };
+    iso.publish_raw(
+        topology::SCORE_PROGRESS,
+        &aerial_shared::messages::encode(&found),
+    )
+    .await;
+    let reopened: JobStatus = eventually(
+        Duration::from_secs(60),
+        "j-lost reopened and done",
+        || async {
+            let st: JobStatus = iso.store.get_json(&keys::job_status("j-lost")).await.ok()?;
+            (st.state == JobState::Done).then_some(st)
+        },
+    )
+    .await;
+    assert_eq!((reopened.done, reopened.failed), (24, 0));
+    // a report naming another job's object is refused without touching either job
+    let foreign = aerial_shared::messages::ScoreProgress {
+        job_id: "j-good".into(),
+        key: keys::prediction_batch("j-lost", "0001"),
+        replica: "elsewhere".into(),
+    };
+    iso.publish_raw(
+        topology::SCORE_PROGRESS,
+        &aerial_shared::messages::encode(&foreign),
+    )
+    .await;
+    let foreign_dlq = eventually(Duration::from_secs(30), "foreign report dead", || async {
+        let d = iso.drain(&topology::dlq(topology::SCORE_PROGRESS)).await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert!(header_str(&foreign_dlq[0].1, topology::ERROR_HEADER)
+        .unwrap()
+        .contains("not an object of that job"));
+    let good_after: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("j-good"))
+        .await
+        .unwrap();
+    assert_eq!(good_after.state, JobState::Done);
     assert!(score.alive(), "the score replica died");
 
     aerial_tests::record_reliability(

@@ -161,7 +161,20 @@ pub async fn results(
         let table = store
             .get(&keys::job_output(job, keys::OUTPUT_TABLE))
             .await?;
-        let rows = predictions::from_csv_with_probs(&table, &summary.labels)?;
+        let mut rows = predictions::from_csv_with_probs(&table, &summary.labels)?;
+        if summary.stride.is_none() {
+            // a tile is its own cell: its class is the table's label, exactly as the job
+            // mapped it (the table's probabilities are rounded, and a near-tie could flip)
+            for (r, p) in &mut rows {
+                for (k, v) in p.iter_mut().enumerate() {
+                    *v = if summary.labels[k] == r.label {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
         // the map's cells, as the job built them (a strided job's cells average its windows)
         let grids = cells::by_date(
             summary.labels.len(),

@@ -72,7 +72,8 @@ impl Maps {
         if summary.stride.is_some() {
             // its table lists overlapping windows, not the tiles the pages draw and label
             return Err(MapError::NotAMap(format!(
-                "job {job} was scored with a stride: the viewer and the labelling pages show                  jobs scored tile by tile (score the dataset again without --stride-meters)"
+                "job {job} was scored with a stride: the viewer and the labelling pages show \
+                 jobs scored tile by tile (score the dataset again without --stride-meters)"
             )));
         }
         let table = store

@@ -18,6 +18,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
+/// How a status the coordinator marked failed begins: such a job is reopened by its next
+/// report (its objects are all in S3; only the report was lost), unlike a job refused at
+/// the start.
+const GAVE_UP: &str = "a progress report could not be handled";
+
 /// How often a running job's status record is rewritten.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Objects read at once when rebuilding a job's view.
@@ -125,9 +130,22 @@ impl Coordinator {
     /// Builds a job's view from its status, spec and every object written so far.
     /// `Ok(None)`: the job is already done.
     async fn rebuild(&self, job_id: &str) -> Result<Option<Track>, StoreError> {
-        let status: JobStatus = self.store.get_json(&keys::job_status(job_id)).await?;
-        if status.state != JobState::Running {
+        let mut status: JobStatus = self.store.get_json(&keys::job_status(job_id)).await?;
+        let gave_up = status.state == JobState::Failed
+            && status
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(GAVE_UP));
+        if status.state != JobState::Running && !gave_up {
             return Ok(None);
+        }
+        if gave_up {
+            tracing::info!(
+                job = job_id,
+                "score job given up earlier reopened by a new report"
+            );
+            status.state = JobState::Running;
+            status.error = None;
         }
         let spec: ScoreSpec = self.store.get_json(&keys::score_spec(job_id)).await?;
         let mut objects = self.store.list(&keys::predictions_prefix(job_id)).await?;
@@ -267,7 +285,7 @@ impl Coordinator {
         }
         st.state = JobState::Failed;
         st.error = Some(format!(
-            "a progress report could not be handled ({why}); publish the same score job again to finish it"
+            "{GAVE_UP} ({why}); a later report of the job reopens it, or publish the same score job again"
         ));
         st.updated_at = chrono::Utc::now();
         match self.store.put_json(&key, &st).await {
@@ -289,7 +307,22 @@ impl BatchHandler for Coordinator {
             by_job.entry(p.job_id.clone()).or_default().push(i);
         }
         let mut out = vec![Outcome::Ack; batch.len()];
-        for (job, idx) in by_job {
+        for (job, mut idx) in by_job {
+            // a report of an object outside its job is bad input; it says nothing of the job
+            idx.retain(|&i| {
+                let key = &batch[i].key;
+                let own = key.starts_with(&keys::predictions_prefix(&job))
+                    || key.starts_with(&keys::dead_prefix(&job));
+                if !own {
+                    out[i] = Outcome::Dead(format!(
+                        "score progress of job {job} names {key}, not an object of that job"
+                    ));
+                }
+                own
+            });
+            if idx.is_empty() {
+                continue;
+            }
             let reports: Vec<ScoreProgress> = idx.iter().map(|&i| batch[i].clone()).collect();
             let o = if aerial_shared::keys::validate_name(&job).is_err() {
                 Outcome::Dead(format!("score progress for invalid job id {job:?}"))

@@ -25,6 +25,8 @@ pub struct FanOut {
     store: Store,
     /// A strided job leaves out windows with more no-data than this share.
     max_nodata: f64,
+    /// Most windows a strided job may have.
+    max_windows: u64,
 }
 
 /// Why a stride could not be set up for a job.
@@ -37,19 +39,17 @@ enum StrideFailure {
 
 impl FanOut {
     /// A handler reading runs and manifests from `store`.
-    pub fn new(store: Store, max_nodata: f64) -> Self {
-        Self { store, max_nodata }
+    pub fn new(store: Store, max_nodata: f64, max_windows: u64) -> Self {
+        Self {
+            store,
+            max_nodata,
+            max_windows,
+        }
     }
 
-    /// The stride of `stride_m` metres over these tiles: their pixel size comes from the
-    /// first georeferenced tile's image (all tiles of a scene dataset are cut alike).
-    async fn stride(&self, tiles: &[Tile], stride_m: f64) -> Result<Stride, StrideFailure> {
-        let Some(first) = tiles.iter().find(|t| t.geo.is_some()) else {
-            return Err(StrideFailure::Refused(
-                "a stride needs georeferenced scene tiles, and this dataset has none".into(),
-            ));
-        };
-        let bytes = match tile_fetch::fetch_bytes(&self.store, &[first])
+    /// The pixel side and ground pixel size of a tile, read from its image.
+    async fn tile_size(&self, tile: &Tile) -> Result<(u32, f64), StrideFailure> {
+        let bytes = match tile_fetch::fetch_bytes(&self.store, &[tile])
             .await
             .remove(0)
         {
@@ -64,11 +64,41 @@ impl FanOut {
         let Some((width, _)) = size else {
             return Err(StrideFailure::Refused(format!(
                 "tile {}: its image size cannot be read",
-                first.tile_id
+                tile.tile_id
             )));
         };
-        let g = first.geo.as_ref().expect("found with geo");
-        let pixel_m = (g.bounds[2] - g.bounds[0]) / f64::from(width);
+        let g = tile.geo.as_ref().expect("tiles with geo only");
+        Ok((width, (g.bounds[2] - g.bounds[0]) / f64::from(width)))
+    }
+
+    /// The stride of `stride_m` metres over these tiles, from one tile of each date: every
+    /// date must have tiles of one pixel side and ground pixel size, as windows and cells are
+    /// laid out in pixels (a job over scenes of different resolutions is refused).
+    async fn stride(&self, tiles: &[Tile], stride_m: f64) -> Result<Stride, StrideFailure> {
+        let mut one_per_date: std::collections::BTreeMap<&str, &Tile> = Default::default();
+        for t in tiles.iter().filter(|t| t.geo.is_some()) {
+            one_per_date
+                .entry(t.date.as_deref().unwrap_or_default())
+                .or_insert(t);
+        }
+        let mut sizes = Vec::new();
+        for (date, t) in &one_per_date {
+            sizes.push((*date, self.tile_size(t).await?));
+        }
+        let Some(&(first_date, (width, pixel_m))) = sizes.first() else {
+            return Err(StrideFailure::Refused(
+                "a stride needs georeferenced scene tiles, and this dataset has none".into(),
+            ));
+        };
+        if let Some((date, (w, px))) = sizes
+            .iter()
+            .find(|(_, (w, px))| *w != width || (px - pixel_m).abs() > pixel_m * 1e-6)
+        {
+            return Err(StrideFailure::Refused(format!(
+                "a stride needs every date cut alike: {first_date} has {width} px tiles of \
+                 {pixel_m} m pixels, {date} {w} px of {px} m"
+            )));
+        }
         Stride::new(width, pixel_m, stride_m).map_err(|e| StrideFailure::Refused(e.to_string()))
     }
 
@@ -163,6 +193,15 @@ impl FanOut {
                     Err(StrideFailure::Transient(e)) => return Outcome::Retry(e),
                     Err(StrideFailure::Refused(why)) => return self.refuse(&job, why).await,
                 };
+                let n = windows::count(&tiles, &stride);
+                if n > self.max_windows {
+                    let why = format!(
+                        "a stride of {m} m makes {n} windows, over the limit of {} \
+                         (AERIAL__SCORE__MAX_WINDOWS): choose a longer stride",
+                        self.max_windows
+                    );
+                    return self.refuse(&job, why).await;
+                }
                 let plan = windows::plan(&tiles, &stride, self.max_nodata);
                 tracing::info!(
                     job = %job.job_id,

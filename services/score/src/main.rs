@@ -70,6 +70,7 @@ async fn run() -> anyhow::Result<()> {
     let fanout = Arc::new(fanout::FanOut::new(
         app.store.clone(),
         app.settings.score.max_nodata,
+        app.settings.score.max_windows,
     ));
     let scorer = Arc::new(scorer::Scorer::new(
         app.store.clone(),

@@ -17,6 +17,22 @@ pub struct Plan {
     pub skipped: BTreeMap<String, u64>,
 }
 
+/// How many windows [`plan`] would make (before leaving out no-data ones), counted from the
+/// tile grids alone.
+pub fn count(tiles: &[Tile], stride: &Stride) -> u64 {
+    let mut extent: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    for t in tiles {
+        if let (Some(d), Some(g)) = (&t.date, &t.geo) {
+            let e = extent.entry(d).or_default();
+            *e = (e.0.max(g.row + 1), e.1.max(g.col + 1));
+        }
+    }
+    extent
+        .values()
+        .map(|&(r, c)| u64::from(stride.windows_along(r)) * u64::from(stride.windows_along(c)))
+        .sum()
+}
+
 /// The windows over `tiles` (georeferenced scene tiles of `stride.window_px` pixels), at most
 /// `max_nodata` (0..1) of each outside the stored tiles.
 pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
@@ -164,6 +180,7 @@ mod tests {
         let stride = Stride::new(45, 5.0, 112.0).unwrap();
         let p = plan(&grid(16, 20, &[]), &stride, 0.5);
         assert_eq!(p.windows.len(), 31 * 39);
+        assert_eq!(count(&grid(16, 20, &[]), &stride), 31 * 39);
         assert!(p.skipped.is_empty());
         let (t, w) = &p.windows[1];
         assert_eq!(t.tile_id, "2009-08-18/s22r0c1");
