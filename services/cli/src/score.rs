@@ -201,7 +201,12 @@ pub async fn results(
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print_change(&summary.labels, &report);
+            let unit = if summary.stride.is_some() {
+                "cells"
+            } else {
+                "tiles"
+            };
+            print_change(&summary.labels, unit, &report);
         }
         return Ok(());
     }
@@ -225,9 +230,10 @@ pub async fn results(
     Ok(())
 }
 
-fn print_change(labels: &[String], r: &change::ChangeReport) {
+/// `unit`: what a cell is (`tiles`, or `cells` of a strided job).
+fn print_change(labels: &[String], unit: &str, r: &change::ChangeReport) {
     println!(
-        "{} -> {}{}: {} of {} tiles changed class",
+        "{} -> {}{}: {} of {} {unit} changed class",
         r.from_date,
         r.to_date,
         if r.smoothed {
@@ -238,7 +244,7 @@ fn print_change(labels: &[String], r: &change::ChangeReport) {
         r.changed.len(),
         r.compared
     );
-    println!("{:<14} {:>10} {:>10}", "tiles", r.from_date, r.to_date);
+    println!("{:<14} {:>10} {:>10}", unit, r.from_date, r.to_date);
     for (l, n) in &r.tiles_from {
         println!(
             "{:<14} {:>10} {:>10}",
@@ -249,7 +255,7 @@ fn print_change(labels: &[String], r: &change::ChangeReport) {
     }
     for (from, to) in &r.transitions {
         for (label, n) in to {
-            println!("  {from} -> {label}: {n} tiles");
+            println!("  {from} -> {label}: {n} {unit}");
         }
     }
     if let Some(m) = r.matrix_ha(labels) {
