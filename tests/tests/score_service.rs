@@ -352,6 +352,19 @@ async fn two_replicas_one_killed_every_tile_exactly_once() {
     let smoothed: aerial_shared::change::ChangeReport = serde_json::from_str(&out).unwrap();
     assert!(smoothed.smoothed);
     assert_eq!(smoothed.compared, change.compared);
+    // recomputed by the CLI, the job's own report exactly (a tile job: the table's labels)
+    let (ok, out) = iso.cli(&[
+        "results",
+        "job1",
+        "--change",
+        "2009-08-18",
+        "2020-08-31",
+        "--json",
+    ]);
+    assert!(ok, "{out}");
+    let again: aerial_shared::change::ChangeReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(again.changed, change.changed);
+    assert_eq!(again.matrix, change.matrix);
     // and as a from -> to matrix in hectares
     let (ok, out) = iso.cli(&["results", "job1", "--change", "2009-08-18", "2020-08-31"]);
     assert!(ok, "{out}");
@@ -569,9 +582,26 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
     )
     .await;
     assert_eq!((reopened.done, reopened.failed), (24, 0));
-    // a report naming another job's object is refused without touching either job
+    // a report naming another job's object is refused without touching either job: aimed at
+    // a running job, which giving up would mark Failed
+    let mut spec_run: serde_json::Value = iso
+        .store
+        .get_json(&keys::score_spec("j-good"))
+        .await
+        .unwrap();
+    spec_run["job"]["job_id"] = "j-run".into();
+    iso.store
+        .put_json(&keys::score_spec("j-run"), &spec_run)
+        .await
+        .unwrap();
+    let mut run_status = JobStatus::new("j-run", "score", "tiny");
+    run_status.total = 24;
+    iso.store
+        .put_json(&keys::job_status("j-run"), &run_status)
+        .await
+        .unwrap();
     let foreign = aerial_shared::messages::ScoreProgress {
-        job_id: "j-good".into(),
+        job_id: "j-run".into(),
         key: keys::prediction_batch("j-lost", "0001"),
         replica: "elsewhere".into(),
     };
@@ -588,12 +618,22 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
     assert!(header_str(&foreign_dlq[0].1, topology::ERROR_HEADER)
         .unwrap()
         .contains("not an object of that job"));
-    let good_after: JobStatus = iso
+    let run_after: JobStatus = iso
         .store
-        .get_json(&keys::job_status("j-good"))
+        .get_json(&keys::job_status("j-run"))
         .await
         .unwrap();
-    assert_eq!(good_after.state, JobState::Done);
+    assert_eq!(
+        (run_after.state, run_after.error),
+        (JobState::Running, None),
+        "the running job untouched"
+    );
+    let lost_after: JobStatus = iso
+        .store
+        .get_json(&keys::job_status("j-lost"))
+        .await
+        .unwrap();
+    assert_eq!(lost_after.state, JobState::Done);
     assert!(score.alive(), "the score replica died");
 
     aerial_tests::record_reliability(

@@ -218,6 +218,11 @@ pub async fn results(
     if let Some(dir) = out {
         std::fs::create_dir_all(&dir)?;
         for name in &summary.outputs {
+            // names come from the job's summary: only plain relative paths are written
+            let plain = std::path::Path::new(name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            anyhow::ensure!(plain, "job {job} lists an unsafe output name {name:?}");
             let bytes = store.get(&keys::job_output(job, name)).await?;
             let path = dir.join(name);
             if let Some(parent) = path.parent() {

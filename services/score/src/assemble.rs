@@ -224,10 +224,14 @@ pub async fn assemble(
 ) -> Result<ScoreSummary, AssembleError> {
     let s = spec.clone();
     // the run's summary, for the catalogue's model item (a run without one is left out)
-    let run: Option<RunSummary> = store
+    let run: Option<RunSummary> = match store
         .get_json(&runs::key(&spec.job.run, runs::SUMMARY))
         .await
-        .ok();
+    {
+        Ok(r) => Some(r),
+        Err(aerial_shared::store::StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
     let (files, summary) =
         tokio::task::spawn_blocking(move || build(&s, &rows, dead, replicas, run.as_ref()))
             .await

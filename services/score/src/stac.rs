@@ -5,7 +5,7 @@
 //! style and PNG, and the job's GeoPackage; and one Item for the run's model (the Machine
 //! Learning Model extension, MLM 1.4: backbone, input size and normalisation, classes,
 //! validation accuracy). Every link is relative, so the folder can be copied or served from
-//! object storage as it is.
+//! object storage as it is (the model item's asset points into `runs/`, so inside the bucket).
 
 use crate::cog::DateMap;
 use aerial_shared::{imaging, keys, palette, predictions::ScoreSpec, runs::RunSummary};
@@ -167,7 +167,8 @@ pub fn catalogue(
                 "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                 "title": format!("land-use map {} (class and probabilities)", m.date),
                 "roles": ["data"],
-                "proj:code": m.geo.crs,
+                // an EPSG code when ingest found one; otherwise unknown to this extension
+                "proj:code": m.geo.crs.starts_with("EPSG:").then_some(&m.geo.crs),
                 "proj:shape": [m.rows, m.cols],
                 "proj:transform": [t[1], t[2], t[0], t[4], t[5], t[3]],
                 "proj:bbox": proj_bbox,
@@ -273,8 +274,10 @@ pub fn catalogue(
                         "dim_order": ["batch", "class"],
                         "data_type": "float32",
                     },
-                    "classification_classes": classes(labels, None),
                 }],
+                // MLM 1.4 lists output classes with the classification extension v1.1.0, whose
+                // schema no PyPI package carries, so they are given here instead
+                "aerial:classes": classes(labels, None),
                 "aerial:method": run.method.as_str(),
                 "aerial:training_dataset": run.dataset,
                 "aerial:validation_accuracy": run.accuracy,
@@ -282,7 +285,12 @@ pub fn catalogue(
             },
             "assets": {
                 "model": {
-                    "href": format!("../../../../../{}", aerial_shared::runs::key(&run.run, file)),
+                    // inside the bucket only (a copied folder has no runs/); `%` of an
+                    // encoded run name is escaped, as the href is a URL
+                    "href": format!(
+                        "../../../../../{}",
+                        aerial_shared::runs::key(&run.run, file).replace('%', "%25")
+                    ),
                     "type": "application/octet-stream",
                     "title": format!("run {}'s trained model", run.run),
                     "roles": ["mlm:model"],
