@@ -32,6 +32,41 @@ fn pipeline(iso: &Isolated, models: &str) -> [Proc; 3] {
     ]
 }
 
+/// A score job `id` as the fan-out leaves it running (j-good's spec under `id`, 24 tiles
+/// expected), with no tile of its own published.
+async fn running_job(iso: &Isolated, id: &str) {
+    let mut spec: serde_json::Value = iso
+        .store
+        .get_json(&keys::score_spec("j-good"))
+        .await
+        .unwrap();
+    spec["job"]["job_id"] = id.into();
+    iso.store
+        .put_json(&keys::score_spec(id), &spec)
+        .await
+        .unwrap();
+    let mut status = JobStatus::new(id, "score", "tiny");
+    status.total = 24;
+    iso.store
+        .put_json(&keys::job_status(id), &status)
+        .await
+        .unwrap();
+}
+
+/// Publishes a progress report of `job` naming `key`, as a replica would after writing it.
+async fn report(iso: &Isolated, job: &str, key: &str) {
+    let report = aerial_shared::messages::ScoreProgress {
+        job_id: job.into(),
+        key: key.into(),
+        replica: "elsewhere".into(),
+    };
+    iso.publish_raw(
+        topology::SCORE_PROGRESS,
+        &aerial_shared::messages::encode(&report),
+    )
+    .await;
+}
+
 /// A small model, run `m`: logistic on 3 classes, 6 training tiles each (dataset `tiny`, 24
 /// tiles with the validation ones).
 async fn tiny_model(iso: &Isolated) {
@@ -497,33 +532,9 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
 
     // a progress report that can never be handled (its object is gone) ends its job as
     // Failed with the reason, instead of leaving it running forever
-    let mut spec: serde_json::Value = iso
-        .store
-        .get_json(&keys::score_spec("j-good"))
-        .await
-        .unwrap();
-    spec["job"]["job_id"] = "j-lost".into();
-    iso.store
-        .put_json(&keys::score_spec("j-lost"), &spec)
-        .await
-        .unwrap();
-    let mut running = JobStatus::new("j-lost", "score", "tiny");
-    running.total = 24;
-    iso.store
-        .put_json(&keys::job_status("j-lost"), &running)
-        .await
-        .unwrap();
+    running_job(&iso, "j-lost").await;
     let lost_key = keys::prediction_batch("j-lost", "0000");
-    let report = aerial_shared::messages::ScoreProgress {
-        job_id: "j-lost".into(),
-        key: lost_key.clone(),
-        replica: "elsewhere".into(),
-    };
-    iso.publish_raw(
-        topology::SCORE_PROGRESS,
-        &aerial_shared::messages::encode(&report),
-    )
-    .await;
+    report(&iso, "j-lost", &lost_key).await;
     let lost: JobStatus = eventually(Duration::from_secs(60), "j-lost failed", || async {
         let st: JobStatus = iso.store.get_json(&keys::job_status("j-lost")).await.ok()?;
         (st.state == JobState::Failed).then_some(st)
@@ -562,16 +573,7 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
         )
         .await
         .unwrap();
-    let found = aerial_shared::messages::ScoreProgress {
-        job_id: "j-lost".into(),
-        key: found_key,
-        replica: "elsewhere".into(),
-    };
-    iso.publish_raw(
-        topology::SCORE_PROGRESS,
-        &aerial_shared::messages::encode(&found),
-    )
-    .await;
+    report(&iso, "j-lost", &found_key).await;
     let reopened: JobStatus = eventually(
         Duration::from_secs(60),
         "j-lost reopened and done",
@@ -584,32 +586,8 @@ async fn unloadable_model_and_corrupt_manifest_are_dead_lettered_and_other_jobs_
     assert_eq!((reopened.done, reopened.failed), (24, 0));
     // a report naming another job's object is refused without touching either job: aimed at
     // a running job, which giving up would mark Failed
-    let mut spec_run: serde_json::Value = iso
-        .store
-        .get_json(&keys::score_spec("j-good"))
-        .await
-        .unwrap();
-    spec_run["job"]["job_id"] = "j-run".into();
-    iso.store
-        .put_json(&keys::score_spec("j-run"), &spec_run)
-        .await
-        .unwrap();
-    let mut run_status = JobStatus::new("j-run", "score", "tiny");
-    run_status.total = 24;
-    iso.store
-        .put_json(&keys::job_status("j-run"), &run_status)
-        .await
-        .unwrap();
-    let foreign = aerial_shared::messages::ScoreProgress {
-        job_id: "j-run".into(),
-        key: keys::prediction_batch("j-lost", "0001"),
-        replica: "elsewhere".into(),
-    };
-    iso.publish_raw(
-        topology::SCORE_PROGRESS,
-        &aerial_shared::messages::encode(&foreign),
-    )
-    .await;
+    running_job(&iso, "j-run").await;
+    report(&iso, "j-run", &keys::prediction_batch("j-lost", "0001")).await;
     let foreign_dlq = eventually(Duration::from_secs(30), "foreign report dead", || async {
         let d = iso.drain(&topology::dlq(topology::SCORE_PROGRESS)).await;
         (!d.is_empty()).then_some(d)

@@ -111,13 +111,6 @@ pub fn write(map: &DateMap) -> Result<MapFiles, gdal::errors::GdalError> {
     })
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// The sidecar: band 1 as a palette band with each class's colour (no-data transparent) and
 /// name.
 pub fn aux_xml(labels: &[String]) -> String {
@@ -125,7 +118,7 @@ pub fn aux_xml(labels: &[String]) -> String {
     let mut entries = String::new();
     for v in 0..=usize::from(NO_DATA) {
         let (name, [r, g, b], a) = match labels.get(v) {
-            Some(l) => (escape(l), palette::colour(l, v), 255),
+            Some(l) => (crate::style::escape(l), palette::colour(l, v), 255),
             None => (String::new(), [0, 0, 0], 0),
         };
         if v < labels.len() {

@@ -4,7 +4,8 @@
 
 use aerial_shared::palette;
 
-fn escape(s: &str) -> String {
+/// Text as it may stand in an XML attribute or element (the QML style, the GDAL sidecar).
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
