@@ -105,16 +105,19 @@ type Placed<'a> = (usize, usize, &'a [f32]);
 
 /// One cell grid per date from `(date, window row, window col, probabilities)`, each window
 /// covering `cover` × `cover` cells from its own index (1 without a stride: a window is a
-/// cell). All dates get one size, so they line up cell by cell. Windows whose probabilities
-/// do not have one value per label are skipped.
+/// cell). All dates get one size, so they line up cell by cell: at least `extent` (rows,
+/// columns: the job's whole grid, so cells left out at an edge stay as no-data), more if a
+/// window reaches further. Windows whose probabilities do not have one value per label are
+/// skipped.
 pub fn by_date<'a>(
     n_labels: usize,
     cover: u32,
+    extent: Option<(u32, u32)>,
     windows: impl IntoIterator<Item = (&'a str, u32, u32, &'a [f32])>,
 ) -> BTreeMap<String, CellGrid> {
     let cover = cover.max(1) as usize;
     let mut per_date: BTreeMap<&str, Vec<Placed>> = BTreeMap::new();
-    let (mut rows, mut cols) = (0usize, 0usize);
+    let (mut rows, mut cols) = extent.map_or((0, 0), |(r, c)| (r as usize, c as usize));
     for (date, r, c, p) in windows {
         if p.len() != n_labels {
             continue;
@@ -214,7 +217,7 @@ mod tests {
         // two windows side by side, each covering 2 × 2 cells, overlapping in column 1
         let a = [1.0f32, 0.0];
         let b = [0.2f32, 0.8];
-        let g = by_date(2, 2, [("d", 0, 0, &a[..]), ("d", 0, 1, &b[..])]);
+        let g = by_date(2, 2, None, [("d", 0, 0, &a[..]), ("d", 0, 1, &b[..])]);
         let g = &g["d"];
         assert_eq!((g.rows, g.cols), (2, 3));
         assert_eq!(g.probs[0].as_deref(), Some(&a[..]), "only window a");
@@ -234,6 +237,7 @@ mod tests {
         let g = by_date(
             2,
             1,
+            None,
             [
                 ("2009", 0, 0, &p[..]),
                 ("2020", 1, 2, &q[..]),
@@ -245,5 +249,9 @@ mod tests {
         assert_eq!(g["2009"].cells[5], None);
         assert_eq!(g["2020"].cells[5], Some(0));
         assert_eq!(g["2020"].probs[5].as_deref(), Some(&q[..]));
+        // the job's whole grid: a left-out edge stays as no-data cells
+        let g = by_date(2, 1, Some((4, 3)), [("2009", 0, 0, &p[..])]);
+        assert_eq!((g["2009"].rows, g["2009"].cols), (4, 3));
+        assert_eq!(g["2009"].cells.iter().filter(|c| c.is_some()).count(), 1);
     }
 }

@@ -313,6 +313,7 @@ mod tests {
                 crs: "EPSG:26914".into(),
                 bounds: [0.0, 0.0, 225.0, 225.0],
                 lonlat_bounds: [-99.18, 47.0, -99.17, 47.01],
+                nodata: None,
             }),
             backbone: "mobilenet_v2".into(),
         };

@@ -48,6 +48,10 @@ pub struct ManifestRow {
     pub sha256: String,
     /// Input file the tile came from (for labels: `<region>:<score job>`).
     pub source: String,
+    /// Share of the tile's pixels that are no-data (scene tiles; absent in parts written
+    /// before it was measured, and for labelled images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodata: Option<f32>,
     /// Who labelled the tile, for labels given in the dashboard (absent in older manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labelled_by: Option<String>,
@@ -84,6 +88,7 @@ impl ManifestRow {
             lat_max: g.map(|g| g.lonlat_bounds[3]),
             sha256: tile.sha256.clone(),
             source: source.to_string(),
+            nodata: g.and_then(|g| g.nodata),
             labelled_by: None,
             labelled_at: None,
         }
@@ -105,6 +110,7 @@ impl ManifestRow {
                     self.lon_max.unwrap_or(f64::NAN),
                     self.lat_max.unwrap_or(f64::NAN),
                 ],
+                nodata: self.nodata,
             }),
             _ => None,
         };
@@ -131,9 +137,22 @@ impl ManifestRow {
 }
 
 /// Serialises rows as CSV with a header.
+///
+/// Optional trailing columns are written only when a row has them, so every row of one part
+/// must have the same ones: a part mixing tiles with and without a measured no-data share
+/// (tiles ingested before it was measured) writes 0 for the unmeasured, as score reads them.
 pub fn to_csv(rows: &[ManifestRow]) -> Vec<u8> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    let any_nodata = rows.iter().any(|r| r.nodata.is_some());
     for r in rows {
+        if any_nodata && r.nodata.is_none() {
+            let r = ManifestRow {
+                nodata: Some(0.0),
+                ..r.clone()
+            };
+            w.serialize(&r).expect("rows serialise");
+            continue;
+        }
         w.serialize(r).expect("rows serialise");
     }
     w.into_inner().expect("in-memory writer")
@@ -189,6 +208,7 @@ mod tests {
                 crs: "EPSG:26914".into(),
                 bounds: [1.0, 2.0, 3.0, 4.0],
                 lonlat_bounds: [-99.1, 47.0, -99.0, 47.1],
+                nodata: None,
             }),
             backbone: "mobilenet_v2".into(),
         };
@@ -207,6 +227,38 @@ mod tests {
         row.labelled_at = Some("2026-11-30T20:00:00Z".parse().unwrap());
         let back = from_csv(&to_csv(std::slice::from_ref(&row))).unwrap();
         assert_eq!(back, vec![row]);
+    }
+
+    #[test]
+    fn no_data_shares_round_trip_and_old_rows_read_as_unmeasured() {
+        let row = |id: &str, nodata: Option<f32>| {
+            ManifestRow {
+            id: id.into(),
+            nodata,
+            ..from_csv(b"id,key,split,label,date,row,col,crs,min_x,min_y,max_x,max_y,lon_min,lat_min,lon_max,lat_max,sha256,source\n\
+2009-08-18/r000c000,tiles/p,,,2009-08-18,0,0,EPSG:26914,0,0,225,225,-99.2,47.0,-99.1,47.1,abc,a.tif\n").unwrap()[0].clone()
+        }
+        };
+        let old = row("2009-08-18/r000c000", None);
+        assert_eq!(old.to_tile("d", "b").geo.unwrap().nodata, None);
+        // a part of measured tiles keeps each share, and the tile message carries it
+        let rows = vec![row("a", Some(0.25)), row("b", Some(0.0))];
+        let csv = to_csv(&rows);
+        assert!(String::from_utf8_lossy(&csv)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",nodata"));
+        let back = from_csv(&csv).unwrap();
+        assert_eq!(back, rows);
+        assert_eq!(back[0].to_tile("d", "b").geo.unwrap().nodata, Some(0.25));
+        // mixed with an unmeasured row, the part stays rectangular: it is written as 0
+        let mixed = to_csv(&[row("a", Some(0.5)), old.clone()]);
+        let back = from_csv(&mixed).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.nodata).collect::<Vec<_>>(),
+            vec![Some(0.5), Some(0.0)]
+        );
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct TileGeo {
     pub bounds: [f64; 4],
     /// Footprint in WGS84: west, south, east, north (degrees).
     pub lonlat_bounds: [f64; 4],
+    /// Share of the tile's pixels that are no-data in its scene (0 to 1): collars, gaps,
+    /// masked pixels. Absent for tiles ingested before it was measured (read as 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodata: Option<f32>,
 }
 
 /// Where a tile's bytes lie inside a larger object (the tiles of a scene share one pack).

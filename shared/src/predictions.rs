@@ -25,9 +25,14 @@ pub struct ScoreSpec {
     /// in specs of earlier versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stride: Option<crate::cells::Stride>,
-    /// Windows left out as no-data, per date (a strided job's).
+    /// Windows (tiles, without a stride) left out as no-data, per date.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodata: BTreeMap<String, u64>,
+    /// The map's cells (rows, columns) over every stored tile, scored or not, so cells left
+    /// out at an edge stay in the map as no-data (absent in specs of earlier versions: the
+    /// scored cells' extent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<(u32, u32)>,
 }
 
 impl ScoreSpec {
@@ -152,9 +157,13 @@ pub struct ScoreSummary {
     /// A strided job's windows and cells (absent for a job scoring the tiles themselves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stride: Option<crate::cells::Stride>,
-    /// Windows left out as no-data, per date (a strided job's).
+    /// Windows (tiles, without a stride) left out as no-data, per date: not scored, no-data
+    /// in every output.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nodata_windows: BTreeMap<String, u64>,
+    /// The map's cells (rows, columns), as in the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extent: Option<(u32, u32)>,
     /// Output file names under the job's `outputs/` prefix.
     pub outputs: Vec<String>,
     /// Whether the change report used 3×3 plurality smoothing.
@@ -325,6 +334,7 @@ mod tests {
             accepted_at: chrono::Utc::now(),
             stride: None,
             nodata: Default::default(),
+            extent: None,
         };
         assert!(
             spec.conflict(&job("a-b", "c")).is_none(),

@@ -759,5 +759,116 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         ogr.contains(&format!("Feature Count: {}", 31 * 39)),
         "{ogr}"
     );
+
+    // No-data from the scene: the same scene with a 100 px collar on its west edge, as
+    // NAIP's nodata value 0 in every band (tile columns 0-1 wholly, column 2 for 10 of its
+    // 45 px). Tiles and windows over half no-data are not scored and stay no-data cells in
+    // a map of the same size.
+    let dir = tempfile::tempdir().unwrap();
+    let collared = dir.path().join("m_4709963_se_14_1_20150926.tif");
+    {
+        let src = gdal::Dataset::open(&scene).unwrap();
+        let ds = src
+            .create_copy(
+                &gdal::DriverManager::get_driver_by_name("GTiff").unwrap(),
+                &collared,
+                &gdal::cpl::CslStringList::new(),
+            )
+            .unwrap();
+        let (_, h) = ds.raster_size();
+        for b in 1..=ds.raster_count() {
+            let mut band = ds.rasterband(b).unwrap();
+            assert_eq!(band.no_data_value(), Some(0.0), "NAIP declares nodata 0");
+            let mut zeros = gdal::raster::Buffer::new((100, h), vec![0u8; 100 * h]);
+            band.write((0, 0), (100, h), &mut zeros).unwrap();
+        }
+    }
+    let (ok, out) = iso.cli(&[
+        "ingest",
+        "scene",
+        collared.to_str().unwrap(),
+        "--dataset",
+        "collared",
+    ]);
+    assert!(ok, "{out}");
+    let rows = manifest::load(&iso.store, "collared").await.unwrap();
+    let share = |col: u32| -> BTreeSet<String> {
+        rows.iter()
+            .filter(|r| r.col == Some(col))
+            .map(|r| format!("{:.3}", r.nodata.unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        (share(0), share(1), share(2), share(3)),
+        (
+            BTreeSet::from(["1.000".into()]),
+            BTreeSet::from(["1.000".into()]),
+            BTreeSet::from(["0.222".into()]),
+            BTreeSet::from(["0.000".into()])
+        ),
+        "each tile's no-data share in the manifest"
+    );
+    for (stride, (total, skipped), (w, h), nodata_cols) in [
+        (None, (288, 32), (20, 16), 2),
+        // windows 0-3 of each row are over half no-data (window 3: 24 px of a no-data tile,
+        // 21 of a 22 % one); they alone cover cells 0-3
+        (Some("112"), (31 * 35, 31 * 4), (40, 32), 4),
+    ] {
+        let mut args = vec!["score", "--run", "m", "--dataset", "collared"];
+        args.extend(stride.iter().flat_map(|s| ["--stride-meters", *s]));
+        let (ok, out) = iso.cli(&args);
+        assert!(ok, "{out}");
+        let job = format!(
+            "collared-m{}",
+            stride.map_or(String::new(), |s| format!("-s{s}"))
+        );
+        let job = job.as_str();
+        let summary: ScoreSummary = iso
+            .store
+            .get_json(&keys::job_output(job, keys::OUTPUT_SUMMARY))
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.total, summary.predicted),
+            (total, total),
+            "{job}: only the valid ones are scored"
+        );
+        assert_eq!(
+            summary.nodata_windows.get("2015-09-26"),
+            Some(&skipped),
+            "{job}"
+        );
+        let out_dir = tempfile::tempdir().unwrap();
+        let (ok, out) = iso.cli(&["results", job, "--out", out_dir.path().to_str().unwrap()]);
+        assert!(ok, "{out}");
+        let tif = out_dir.path().join(keys::output_geotiff("2015-09-26"));
+        let ds = gdal::Dataset::open(&tif).unwrap();
+        assert_eq!(ds.raster_size(), (w, h), "{job}: the map keeps its size");
+        // no-data in the class band and in every probability band
+        for b in 1..=4 {
+            let px = ds
+                .rasterband(b)
+                .unwrap()
+                .read_as::<u8>((0, 0), (w, h), (w, h), None)
+                .unwrap()
+                .data()
+                .to_vec();
+            for (i, v) in px.iter().enumerate() {
+                let west = i % w < nodata_cols;
+                assert_eq!(*v == 255, west, "{job}: band {b}, cell {i}");
+            }
+        }
+        let ogr = std::process::Command::new("ogrinfo")
+            .args([
+                "-ro",
+                "-so",
+                out_dir.path().join(keys::OUTPUT_GPKG).to_str().unwrap(),
+                "windows",
+            ])
+            .output()
+            .unwrap();
+        let ogr = String::from_utf8_lossy(&ogr.stdout);
+        assert!(ogr.contains(&format!("Feature Count: {total}")), "{ogr}");
+    }
     drop(score);
 }

@@ -179,6 +179,7 @@ pub async fn results(
         let grids = cells::by_date(
             summary.labels.len(),
             summary.stride.map_or(1, |s| s.cover()),
+            summary.extent,
             rows.iter()
                 .filter_map(|(r, p)| Some((r.date.as_str(), r.row?, r.col?, p.as_slice()))),
         );

@@ -476,7 +476,7 @@ impl Ingester {
                     continue;
                 }
             };
-            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, pack_bytes = pack.len, "scene tiled");
+            tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, nodata_from = info.mask, tiles_with_nodata = info.tiles_with_nodata, pack_bytes = pack.len, "scene tiled");
             date_owner.insert(date.clone(), name.clone());
             // one pack per scene: scoring reads a batch of neighbours with one GET
             let pack_key = keys::tile_pack(&pack.sha256);
@@ -504,6 +504,7 @@ impl Ingester {
                         crs: info.crs.clone(),
                         bounds: t.bounds,
                         lonlat_bounds: t.lonlat,
+                        nodata: Some(t.nodata),
                     }),
                     backbone: job.backbone.clone(),
                 };

@@ -8,6 +8,12 @@
 //!
 //! Memory stays bounded whatever the scene's size: it is read one strip of tile rows at a
 //! time (GDAL window reads), and the tiles' PNGs go straight into a pack file on disk.
+//!
+//! No-data: each tile records the share of its pixels that GDAL's mask marks invalid (a
+//! nodata value, an internal or per-dataset mask, an alpha band: NAIP collars and gaps).
+//! A pixel is no-data when every one of R, G, B that has a mask says so, so one dark band
+//! under a per-band nodata value of 0 does not blank a pixel. Score leaves out tiles and
+//! windows above its `max_nodata` share.
 
 use aerial_shared::messages::ByteRange;
 use gdal::spatial_ref::{AxisMappingStrategy, CoordTransform, SpatialRef};
@@ -73,6 +79,8 @@ pub struct SceneTile {
     pub bounds: [f64; 4],
     /// Footprint in WGS84: west, south, east, north.
     pub lonlat: [f64; 4],
+    /// Share of the tile's pixels that are no-data (0 to 1).
+    pub nodata: f32,
 }
 
 /// What the scene is.
@@ -84,6 +92,10 @@ pub struct SceneInfo {
     pub tile_px: usize,
     /// Grid rows and columns kept.
     pub grid: (usize, usize),
+    /// How no-data is known (`none`, `nodata value`, `mask`, `alpha band`).
+    pub mask: &'static str,
+    /// Tiles with at least one no-data pixel.
+    pub tiles_with_nodata: usize,
 }
 
 fn gdal_err(e: gdal::errors::GdalError) -> SceneError {
@@ -225,6 +237,8 @@ pub fn cut(
         }
         bands.push(band);
     }
+    let (masks, mask) = nodata_masks(&bands)?;
+    let mut tiles_with_nodata = 0;
     // the kept grid's width: columns past it belong to no tile and are never read
     let strip_w = cols * tile_px;
     let crs = match (srs.auth_name(), srs.auth_code()) {
@@ -251,7 +265,30 @@ pub fn cut(
                 .map_err(gdal_err)?;
             rgb.push(strip.into_shape_and_vec().1);
         }
+        // per pixel of the strip: is it no-data (every masked band says invalid)?
+        let mut invalid = vec![!masks.is_empty(); strip_w * tile_px];
+        for m in &masks {
+            let strip = m
+                .read_as::<u8>(
+                    (0, (r * tile_px) as isize),
+                    (strip_w, tile_px),
+                    (strip_w, tile_px),
+                    None,
+                )
+                .map_err(gdal_err)?;
+            for (inv, v) in invalid.iter_mut().zip(strip.data()) {
+                *inv &= *v == 0;
+            }
+        }
         for c in 0..cols {
+            let bad = (0..tile_px)
+                .map(|y| {
+                    let i = y * strip_w + c * tile_px;
+                    invalid[i..i + tile_px].iter().filter(|&&b| b).count()
+                })
+                .sum::<usize>();
+            let nodata = bad as f32 / (tile_px * tile_px) as f32;
+            tiles_with_nodata += usize::from(bad > 0);
             let img = image::RgbImage::from_fn(tile_px as u32, tile_px as u32, |x, y| {
                 let i = y as usize * strip_w + c * tile_px + x as usize;
                 image::Rgb([rgb[0][i], rgb[1][i], rgb[2][i]])
@@ -279,6 +316,7 @@ pub fn cut(
                 png,
                 bounds,
                 lonlat,
+                nodata,
             })?;
         }
     }
@@ -286,7 +324,36 @@ pub fn cut(
         crs,
         tile_px,
         grid: (rows, cols),
+        mask,
+        tiles_with_nodata,
     })
+}
+
+/// The mask bands to read for R, G, B (none when every pixel is valid) and how no-data is
+/// known. A mask shared by the whole dataset is read once.
+fn nodata_masks<'a>(
+    bands: &'a [gdal::raster::RasterBand<'a>],
+) -> Result<(Vec<gdal::raster::RasterBand<'a>>, &'static str), SceneError> {
+    let mut masks = Vec::new();
+    let mut how = "none";
+    for band in bands {
+        let flags = band.mask_flags().map_err(gdal_err)?;
+        if flags.is_all_valid() {
+            continue;
+        }
+        how = if flags.is_alpha() {
+            "alpha band"
+        } else if flags.is_nodata() {
+            "nodata value"
+        } else {
+            "mask"
+        };
+        masks.push(band.open_mask_band().map_err(gdal_err)?);
+        if flags.is_per_dataset() {
+            break;
+        }
+    }
+    Ok((masks, how))
 }
 
 /// A scene's tiles as one object: their PNGs back to back, and where each one lies.
@@ -313,6 +380,8 @@ pub struct PackedTile {
     pub range: ByteRange,
     /// sha256 of the tile's PNG (hex).
     pub sha256: String,
+    /// Share of its pixels that are no-data.
+    pub nodata: f32,
 }
 
 /// Writes a pack file tile by tile, hashing as it goes (no tile is kept in memory).
@@ -351,6 +420,7 @@ impl PackWriter {
                 length: t.png.len() as u64,
             },
             sha256: hex::encode(Sha256::digest(&t.png)),
+            nodata: t.nodata,
         });
         self.len += t.png.len() as u64;
         Ok(())
@@ -488,6 +558,74 @@ mod tests {
             assert_eq!(t.sha256, hex::encode(Sha256::digest(png)));
         }
         assert_eq!((p.tiles[21].row, p.tiles[21].col), (1, 1));
+    }
+
+    /// A 90 × 90 px scene of 5 m pixels (2 × 2 tiles of 45 px) at the region's corner, all
+    /// 100, with `alpha` a 4th alpha band; `paint` sets pixels before it is written.
+    fn synthetic(path: &Path, alpha: bool, paint: impl Fn(usize, usize, usize) -> u8) {
+        let driver = gdal::DriverManager::get_driver_by_name("GTiff").unwrap();
+        let bands = if alpha { 4 } else { 3 };
+        let mut ds = driver
+            .create_with_band_type::<u8, _>(path, 90, 90, bands)
+            .unwrap();
+        ds.set_geo_transform(&[485900.0, 5.0, 0.0, 5209247.0, 0.0, -5.0])
+            .unwrap();
+        ds.set_spatial_ref(&SpatialRef::from_epsg(26914).unwrap())
+            .unwrap();
+        for b in 1..=bands {
+            let mut band = ds.rasterband(b).unwrap();
+            let px: Vec<u8> = (0..90 * 90).map(|i| paint(b, i % 90, i / 90)).collect();
+            band.write(
+                (0, 0),
+                (90, 90),
+                &mut gdal::raster::Buffer::new((90, 90), px),
+            )
+            .unwrap();
+            if alpha && b == 4 {
+                band.set_color_interpretation(gdal::raster::ColorInterpretation::AlphaBand)
+                    .unwrap();
+            } else if !alpha {
+                band.set_no_data_value(Some(0.0)).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn each_tile_records_its_no_data_share() {
+        let dir = tempfile::tempdir().unwrap();
+        // nodata value 0: tile r0c0 wholly 0 (a collar), r0c1's top 9 rows 0, r1c0 only
+        // its red band 0 (dark, not no-data), r1c1 valid
+        let p = dir.path().join("collar.tif");
+        synthetic(&p, false, |b, x, y| match (x / 45, y / 45) {
+            (0, 0) => 0,
+            (1, 0) if y < 9 => 0,
+            (0, 1) if b == 1 => 0,
+            _ => 100,
+        });
+        let (info, tiles) = tile_scene(&p, 225.0).unwrap();
+        assert_eq!((info.mask, info.tiles_with_nodata), ("nodata value", 2));
+        let share: Vec<(u32, u32, f32)> = tiles.iter().map(|t| (t.row, t.col, t.nodata)).collect();
+        assert_eq!(
+            share,
+            vec![(0, 0, 1.0), (0, 1, 0.2), (1, 0, 0.0), (1, 1, 0.0)]
+        );
+        // an alpha band: transparent pixels are no-data, one mask for all bands
+        let p = dir.path().join("alpha.tif");
+        synthetic(&p, true, |b, x, y| match (b, x / 45, y / 45) {
+            (4, 1, 1) => 0,
+            (4, 0, 0) if x < 9 => 0,
+            (4, ..) => 255,
+            _ => 100,
+        });
+        let (info, tiles) = tile_scene(&p, 225.0).unwrap();
+        assert_eq!(info.mask, "alpha band");
+        let share: Vec<f32> = tiles.iter().map(|t| t.nodata).collect();
+        assert_eq!(share, vec![0.2, 0.0, 0.0, 1.0]);
+        // the region's scenes declare nodata 0 (as NAIP does) and have no collar pixels
+        let (info, tiles) =
+            tile_scene(&region().join("m_4709963_se_14_1_20090818.tif"), 224.0).unwrap();
+        assert_eq!((info.mask, info.tiles_with_nodata), ("nodata value", 0));
+        assert!(tiles.iter().all(|t| t.nodata == 0.0));
     }
 
     #[test]

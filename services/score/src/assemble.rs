@@ -81,6 +81,7 @@ pub fn build(
     let grids: BTreeMap<String, CellGrid> = cells::by_date(
         labels.len(),
         cover,
+        spec.extent,
         rows.iter()
             .filter_map(|r| Some((r.date.as_deref()?, r.row?, r.col?, r.probs.as_slice()))),
     );
@@ -202,6 +203,7 @@ pub fn build(
         area_km2_per_date: area,
         stride: spec.stride,
         nodata_windows: spec.nodata.clone(),
+        extent: spec.extent,
         outputs: files
             .iter()
             .map(|(n, _)| n.clone())

@@ -186,7 +186,20 @@ impl FanOut {
         // what the job scores: the stored tiles, or windows across them every stride
         let mut nodata = std::collections::BTreeMap::new();
         let (stride, work): (Option<Stride>, Vec<(Tile, Option<Window>)>) = match job.stride_m {
-            None => (None, tiles.into_iter().map(|t| (t, None)).collect()),
+            None => {
+                // tiles mostly no-data in their scene (collars, gaps) are not scored
+                let mut work = Vec::with_capacity(tiles.len());
+                for t in &tiles {
+                    if windows::nodata_of(t) > self.max_nodata {
+                        *nodata
+                            .entry(t.date.clone().unwrap_or_default())
+                            .or_default() += 1;
+                    } else {
+                        work.push((t.clone(), None));
+                    }
+                }
+                (None, work)
+            }
             Some(m) => {
                 let stride = match self.stride(&tiles, m).await {
                     Ok(s) => s,
@@ -220,6 +233,7 @@ impl FanOut {
                 (Some(stride), w)
             }
         };
+        let extent = windows::cell_extent(&tiles, stride.as_ref());
         if work.is_empty() {
             return self
                 .refuse(
@@ -237,6 +251,7 @@ impl FanOut {
             accepted_at: chrono::Utc::now(),
             stride,
             nodata,
+            extent: (extent != (0, 0)).then_some(extent),
         };
         let mut st = JobStatus::new(&job.job_id, "score", &job.dataset);
         st.total = work.len() as u64;

@@ -1,6 +1,7 @@
 //! The windows of a strided score job: per date, windows of the tile size every stride over
 //! the date's tile grid, each made of the stored tiles it overlaps. A window with more than
 //! the allowed share of its area outside every stored tile (a gap or the edge of the scene)
+//! or no-data inside one (each tile's measured share, taken as spread evenly over the tile)
 //! is not scored: its cells stay no-data.
 
 use aerial_shared::cells::Stride;
@@ -17,9 +18,8 @@ pub struct Plan {
     pub skipped: BTreeMap<String, u64>,
 }
 
-/// How many windows [`plan`] would make (before leaving out no-data ones), counted from the
-/// tile grids alone.
-pub fn count(tiles: &[Tile], stride: &Stride) -> u64 {
+/// Each date's tile grid: rows and columns.
+fn grids(tiles: &[Tile]) -> BTreeMap<&str, (u32, u32)> {
     let mut extent: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
     for t in tiles {
         if let (Some(d), Some(g)) = (&t.date, &t.geo) {
@@ -28,9 +28,41 @@ pub fn count(tiles: &[Tile], stride: &Stride) -> u64 {
         }
     }
     extent
+}
+
+/// How many windows [`plan`] would make (before leaving out no-data ones), counted from the
+/// tile grids alone.
+pub fn count(tiles: &[Tile], stride: &Stride) -> u64 {
+    grids(tiles)
         .values()
         .map(|&(r, c)| u64::from(stride.windows_along(r)) * u64::from(stride.windows_along(c)))
         .sum()
+}
+
+/// The map's cell grid (rows, columns) over every stored tile, scored or not: tiles or
+/// windows left out as no-data at the edges keep their place in the map as no-data cells.
+pub fn cell_extent(tiles: &[Tile], stride: Option<&Stride>) -> (u32, u32) {
+    let (rows, cols) = grids(tiles)
+        .values()
+        .fold((0, 0), |a, &(r, c)| (a.0.max(r), a.1.max(c)));
+    match stride {
+        None => (rows, cols),
+        Some(s) => {
+            let along = |n: u32| match s.windows_along(n) {
+                0 => 0,
+                w => w - 1 + s.cover(),
+            };
+            (along(rows), along(cols))
+        }
+    }
+}
+
+/// The share of a tile that is no-data (0 when it was not measured).
+pub fn nodata_of(t: &Tile) -> f64 {
+    t.geo
+        .as_ref()
+        .and_then(|g| g.nodata)
+        .map_or(0.0, |n| f64::from(n).clamp(0.0, 1.0))
 }
 
 /// The windows over `tiles` (georeferenced scene tiles of `stride.window_px` pixels), at most
@@ -62,7 +94,8 @@ pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
                 let (x0, y0) = (wc * s, wr * s);
                 let mut parts = Vec::new();
                 let mut holders: Vec<&Tile> = Vec::new();
-                let mut covered = 0u64;
+                // pixels of the window inside a stored tile and valid there
+                let mut valid = 0f64;
                 let mut hash = Sha256::new();
                 hash.update(format!("window {n} px:"));
                 // the tiles under pixels y0..y0+n and x0..x0+n (the last is ceil(y0 / n))
@@ -72,7 +105,7 @@ pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
                         let (x, y) = ((c * n) as i32 - x0 as i32, (r * n) as i32 - y0 as i32);
                         let w = (x.max(0)..(x + n as i32).min(n as i32)).len() as u64;
                         let h = (y.max(0)..(y + n as i32).min(n as i32)).len() as u64;
-                        covered += w * h;
+                        valid += (w * h) as f64 * (1.0 - nodata_of(t));
                         hash.update(format!("{}@{x},{y};", t.sha256));
                         parts.push(WindowPart {
                             tile_id: t.tile_id.clone(),
@@ -84,7 +117,7 @@ pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
                         holders.push(t);
                     }
                 }
-                let nodata = 1.0 - covered as f64 / (f64::from(n) * f64::from(n));
+                let nodata = 1.0 - valid / (f64::from(n) * f64::from(n));
                 if parts.is_empty() || nodata > max_nodata {
                     *plan.skipped.entry(date.to_string()).or_default() += 1;
                     continue;
@@ -121,6 +154,7 @@ pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
                             lon(bounds[2]),
                             lat(bounds[3]),
                         ],
+                        nodata: Some(nodata as f32),
                     }),
                     ..base.clone()
                 };
@@ -167,6 +201,7 @@ mod tests {
                             -99.2 + f64::from(c + 1) * 0.003,
                             47.0 - f64::from(r) * 0.002,
                         ],
+                        nodata: None,
                     }),
                     backbone: "mobilenet_v2".into(),
                 });
@@ -221,5 +256,32 @@ mod tests {
             strict.windows.len() < p.windows.len(),
             "a stricter threshold skips more"
         );
+    }
+
+    #[test]
+    fn windows_over_no_data_tiles_are_not_scored_and_keep_their_cells() {
+        let stride = Stride::new(45, 5.0, 112.0).unwrap();
+        let mut tiles = grid(3, 3, &[]);
+        // the middle tile is wholly no-data: like a gap, but stored
+        tiles[4].geo.as_mut().unwrap().nodata = Some(1.0);
+        let gap = plan(&grid(3, 3, &[(1, 1)]), &stride, 0.5);
+        let masked = plan(&tiles, &stride, 0.5);
+        assert_eq!(
+            masked.skipped, gap.skipped,
+            "a no-data tile counts as a gap"
+        );
+        assert!(masked.skipped.values().sum::<u64>() >= 1);
+        // half no-data in each tile: every window is half no-data, kept at 0.5, not at 0.4
+        for t in &mut tiles {
+            t.geo.as_mut().unwrap().nodata = Some(0.5);
+        }
+        let all = u64::from(stride.windows_along(3)).pow(2);
+        assert_eq!(plan(&tiles, &stride, 0.5).windows.len() as u64, all);
+        let p = plan(&tiles, &stride, 0.4);
+        assert_eq!((p.windows.len(), p.skipped["2009-08-18"]), (0, all));
+        // the map keeps its size whatever is left out: windows 0..4 cover cells 0..5
+        assert_eq!(stride.windows_along(3), 5);
+        assert_eq!(cell_extent(&tiles, Some(&stride)), (6, 6));
+        assert_eq!(cell_extent(&tiles, None), (3, 3));
     }
 }
