@@ -55,6 +55,21 @@ pub struct IngestSettings {
     pub max_scene_megapixels: u64,
     /// Most tiles one scene may be cut into.
     pub max_scene_tiles: u64,
+    /// Buckets besides `s3.bucket` whose scenes `aerial ingest scene s3://...` may read in
+    /// place, comma-separated; `*` for any the service's credentials can read.
+    pub scene_buckets: String,
+}
+
+impl IngestSettings {
+    /// Whether scenes may be read by reference from `bucket` (the service's own `own` always).
+    pub fn reads_bucket(&self, bucket: &str, own: &str) -> bool {
+        bucket == own
+            || self
+                .scene_buckets
+                .split(',')
+                .map(str::trim)
+                .any(|b| b == "*" || b == bucket)
+    }
 }
 
 /// Who may write through the dashboard.
@@ -204,6 +219,7 @@ dir = "../shared/models"
 [ingest]
 max_scene_megapixels = 1000
 max_scene_tiles = 250000
+scene_buckets = ""
 [score]
 max_nodata = 0.5
 max_windows = 500000
@@ -274,6 +290,22 @@ fn check_broker_credentials(uri: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenes_are_read_in_place_only_from_allowed_buckets() {
+        let mut ingest = IngestSettings {
+            max_scene_megapixels: 1,
+            max_scene_tiles: 1,
+            scene_buckets: String::new(),
+        };
+        assert!(ingest.reads_bucket("aerial", "aerial"), "its own bucket");
+        assert!(!ingest.reads_bucket("naip", "aerial"));
+        ingest.scene_buckets = "naip, naip-2020".into();
+        assert!(ingest.reads_bucket("naip-2020", "aerial"));
+        assert!(!ingest.reads_bucket("naip-2021", "aerial"));
+        ingest.scene_buckets = "*".into();
+        assert!(ingest.reads_bucket("naip-2021", "aerial"));
+    }
 
     #[test]
     fn redacts_password() {

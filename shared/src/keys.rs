@@ -14,6 +14,67 @@ pub enum KeyError {
     },
 }
 
+/// An object named by a user as `s3://bucket/key` (a scene read where it lies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Bucket.
+    pub bucket: String,
+    /// Key in the bucket.
+    pub key: String,
+}
+
+/// Why an `s3://` reference was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("bad s3 reference {reference:?}: {reason}")]
+pub struct RefError {
+    /// The reference as given.
+    pub reference: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl ObjectRef {
+    /// Parses `s3://bucket/key`: a bucket name as S3 allows (3-63 of `a-z 0-9 . -`) and a
+    /// safe key (see [`validate`]).
+    pub fn parse(s: &str) -> Result<Self, RefError> {
+        let bad = |reason: String| RefError {
+            reference: s.to_string(),
+            reason,
+        };
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("does not start with s3://".into()))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no key after the bucket".into()))?;
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && !bucket.starts_with(['.', '-'])
+            && !bucket.ends_with(['.', '-']);
+        if !bucket_ok {
+            return Err(bad(format!("{bucket:?} is not an s3 bucket name")));
+        }
+        validate(key).map_err(|e| bad(e.to_string()))?;
+        Ok(Self {
+            bucket: bucket.into(),
+            key: key.into(),
+        })
+    }
+
+    /// The object's file name (the key's last part).
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 /// Rejects keys that could escape a prefix when mapped to paths by a client or server.
 pub fn validate(key: &str) -> Result<(), KeyError> {
     let bad = |reason| {
@@ -260,6 +321,29 @@ pub fn job_output(job_id: &str, file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn s3_references() {
+        let r = ObjectRef::parse("s3://naip-2020/nd/m_4709963_se_14_1_20200831.tif").unwrap();
+        assert_eq!(r.bucket, "naip-2020");
+        assert_eq!(r.key, "nd/m_4709963_se_14_1_20200831.tif");
+        assert_eq!(r.file_name(), "m_4709963_se_14_1_20200831.tif");
+        assert_eq!(
+            r.to_string(),
+            "s3://naip-2020/nd/m_4709963_se_14_1_20200831.tif"
+        );
+        for (bad, why) in [
+            ("/tmp/a.tif", "does not start with s3://"),
+            ("s3://bucket", "no key after the bucket"),
+            ("s3://Bucket/a.tif", "not an s3 bucket name"),
+            ("s3://ab/a.tif", "not an s3 bucket name"),
+            ("s3://bucket/../etc/passwd", "dot segment"),
+            ("s3://bucket/", "empty"),
+        ] {
+            let e = ObjectRef::parse(bad).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn rejects_escaping_keys() {

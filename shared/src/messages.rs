@@ -201,6 +201,16 @@ pub enum IngestSource {
         /// Acquisition date for every scene, overriding dates parsed from file names.
         date: Option<String>,
     },
+    /// GeoTIFF scenes already in S3, read where they lie (ranged reads, never copied); schema
+    /// version 2.
+    SceneRefs {
+        /// `s3://bucket/key` of each scene, on the service's S3 endpoint.
+        scenes: Vec<String>,
+        /// Tile edge on the ground, metres.
+        tile_meters: f64,
+        /// Acquisition date for every scene, overriding dates parsed from file names.
+        date: Option<String>,
+    },
 }
 
 /// Ask the ingest service to validate, tile and store one uploaded input.
@@ -477,6 +487,12 @@ pub enum EventKind {
 
 impl Message for IngestJob {
     const NAME: &'static str = "ingest_job";
+    fn schema_version(&self) -> u32 {
+        match self.source {
+            IngestSource::SceneRefs { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 impl Message for Tile {
     const NAME: &'static str = "tile";
@@ -572,6 +588,38 @@ mod tests {
             old.to_string(),
             "unsupported schema_version 2 (this build reads 1 to 1)"
         );
+    }
+
+    #[test]
+    fn scenes_in_place_are_a_version_2_ingest_job() {
+        let uploaded = IngestJob {
+            job_id: "i".into(),
+            dataset: "d".into(),
+            source: IngestSource::Scene {
+                raw_prefix: "raw/d/x/".into(),
+                tile_meters: 224.0,
+                date: None,
+            },
+            target: IngestTarget::Store,
+            backbone: default_backbone(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&uploaded)).unwrap();
+        assert_eq!(v["schema_version"], 1, "uploads stay version 1");
+        let in_place = IngestJob {
+            source: IngestSource::SceneRefs {
+                scenes: vec!["s3://naip/a_20200831.tif".into()],
+                tile_meters: 224.0,
+                date: None,
+            },
+            ..uploaded
+        };
+        let bytes = encode(&in_place);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (v["schema_version"].as_u64(), v["source"]["source"].as_str()),
+            (Some(2), Some("scene_refs"))
+        );
+        assert_eq!(decode::<IngestJob>(&bytes).unwrap(), in_place);
     }
 
     #[test]

@@ -42,7 +42,9 @@ pub enum IngestCmd {
     /// Geo-referenced scenes (GeoTIFF), cut into tiles of a fixed ground size; several dates
     /// of one place make one dataset.
     Scene {
-        /// The scene files.
+        /// The scene files, or `s3://bucket/key.tif` references to scenes already on the
+        /// service's S3 endpoint (read in place by range, not copied; the bucket must be the
+        /// service's own or in its AERIAL__INGEST__SCENE_BUCKETS).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Dataset name.
@@ -189,6 +191,32 @@ pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
                 chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
                     .map_err(|e| anyhow::anyhow!("--date {d}: {e}"))?;
             }
+            let refs: Vec<&str> = files
+                .iter()
+                .filter_map(|f| f.to_str().filter(|s| s.starts_with("s3://")))
+                .collect();
+            if !refs.is_empty() {
+                anyhow::ensure!(
+                    refs.len() == files.len(),
+                    "give either local scene files or s3:// references, not both in one ingest"
+                );
+                let target = if featurize {
+                    IngestTarget::Featurize
+                } else {
+                    IngestTarget::Store
+                };
+                let scenes = in_place(&refs)?;
+                let options = format!("scene-refs/{tile_meters}/{date:?}/{backbone}/{featurize}");
+                let source = IngestSource::SceneRefs {
+                    scenes,
+                    tile_meters,
+                    date,
+                };
+                return publish_in_place(
+                    settings, dataset, source, options, target, backbone, no_wait,
+                )
+                .await;
+            }
             let mut local = Vec::new();
             for f in &files {
                 let name = f
@@ -223,6 +251,57 @@ pub async fn run(settings: &Settings, cmd: IngestCmd) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// Checks `s3://bucket/key` references (each once) and returns them as given.
+fn in_place(refs: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        let o = keys::ObjectRef::parse(r)?;
+        anyhow::ensure!(seen.insert(o.to_string()), "{o} named twice");
+        out.push(o.to_string());
+    }
+    Ok(out)
+}
+
+/// Publishes an ingest job of scenes read in place (nothing uploaded) and follows it.
+#[allow(clippy::too_many_arguments)]
+async fn publish_in_place(
+    settings: &Settings,
+    dataset: String,
+    source: IngestSource,
+    options: String,
+    target: IngestTarget,
+    backbone: String,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    keys::validate_name(&dataset)?;
+    let IngestSource::SceneRefs { scenes, .. } = &source else {
+        anyhow::bail!("not scenes in place");
+    };
+    // the job id derives from the references and options: naming the same scenes again is
+    // the same job (an object replaced under the same key: use another --dataset)
+    let mut h = Sha256::new();
+    for s in scenes {
+        h.update(s.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(options.as_bytes());
+    let job_id = format!("ingest-{dataset}-{}", &hex::encode(h.finalize())[..12]);
+    println!(
+        "{} scene(s) read in place: {}",
+        scenes.len(),
+        scenes.join(", ")
+    );
+    let job = IngestJob {
+        job_id,
+        dataset,
+        source,
+        target,
+        backbone,
+    };
+    publish_and_follow(settings, job, no_wait).await
 }
 
 async fn upload_and_publish(
@@ -297,12 +376,24 @@ async fn upload_and_publish(
         prefix
     );
     let job = IngestJob {
-        job_id: job_id.clone(),
+        job_id,
         dataset,
         source: source(prefix),
         target,
         backbone,
     };
+    publish_and_follow(settings, job, no_wait).await
+}
+
+/// Publishes `job`, then (unless `no_wait`) follows it to its end.
+async fn publish_and_follow(
+    settings: &Settings,
+    job: IngestJob,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let job_id = job.job_id.clone();
+    let store = Store::connect(&settings.s3).await;
+    store.ensure_bucket().await?;
     // a stale status from an earlier run of the same job must not read as this one's result
     store.delete(&keys::job_status(&job_id)).await?;
     let shutdown = aerial_shared::shutdown::Token::new();

@@ -3,6 +3,7 @@
 
 use crate::labelled::{self, LabelledFile};
 use crate::partial::{self, Start};
+use crate::remote::{self, S3Access};
 use crate::scene;
 use aerial_shared::{
     broker::Outgoing,
@@ -45,6 +46,39 @@ pub struct Ingester {
     store: Store,
     telemetry: Telemetry,
     limits: scene::Limits,
+    scenes_in_place: InPlace,
+}
+
+/// Reading scenes where they lie in S3: how GDAL reaches the store, and which buckets.
+pub struct InPlace {
+    /// GDAL's options for the service's endpoint.
+    pub access: S3Access,
+    /// The ingest settings (`scene_buckets`).
+    pub settings: aerial_shared::config::IngestSettings,
+}
+
+/// One scene of a job: uploaded under its raw prefix, or named in place.
+enum SceneInput {
+    Uploaded { key: String, name: String },
+    InPlace(aerial_shared::keys::ObjectRef),
+}
+
+impl SceneInput {
+    /// How the job's status and the manifest's `source` name it.
+    fn name(&self) -> String {
+        match self {
+            SceneInput::Uploaded { name, .. } => name.clone(),
+            SceneInput::InPlace(o) => o.to_string(),
+        }
+    }
+
+    /// The file name its date is read from.
+    fn file_name(&self) -> &str {
+        match self {
+            SceneInput::Uploaded { name, .. } => name,
+            SceneInput::InPlace(o) => o.file_name(),
+        }
+    }
 }
 
 /// What happened to one input file.
@@ -59,11 +93,17 @@ enum FileResult {
 
 impl Ingester {
     /// A handler writing to `store`.
-    pub fn new(store: Store, telemetry: Telemetry, limits: scene::Limits) -> Self {
+    pub fn new(
+        store: Store,
+        telemetry: Telemetry,
+        limits: scene::Limits,
+        scenes_in_place: InPlace,
+    ) -> Self {
         Self {
             store,
             telemetry,
             limits,
+            scenes_in_place,
         }
     }
 
@@ -176,18 +216,122 @@ impl Ingester {
                     Ok(o) => o,
                     Err(outcome) => return outcome,
                 };
-                let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
-                self.ingest_scenes(
-                    seg,
-                    &job,
-                    &raw_prefix,
-                    keys,
-                    (tile_meters, date),
-                    progress,
-                    &mut st,
-                )
+                let inputs = objects
+                    .into_iter()
+                    .map(|o| SceneInput::Uploaded {
+                        name: o
+                            .key
+                            .strip_prefix(&raw_prefix)
+                            .unwrap_or(&o.key)
+                            .to_string(),
+                        key: o.key,
+                    })
+                    .collect();
+                self.ingest_scenes(seg, &job, inputs, (tile_meters, date), progress, &mut st)
+                    .await
+            }
+            IngestSource::SceneRefs {
+                scenes,
+                tile_meters,
+                date,
+            } => {
+                if tile_meters.is_nan() || tile_meters <= 0.0 || scenes.is_empty() {
+                    let why = format!(
+                        "tile_meters {tile_meters} must be positive and at least one scene named"
+                    );
+                    return self.fail(&mut st, why).await;
+                }
+                let mut inputs = Vec::with_capacity(scenes.len());
+                for s in &scenes {
+                    match aerial_shared::keys::ObjectRef::parse(s) {
+                        Ok(o) => inputs.push(SceneInput::InPlace(o)),
+                        Err(e) => return self.fail(&mut st, e.to_string()).await,
+                    }
+                }
+                self.ingest_scenes(seg, &job, inputs, (tile_meters, date), progress, &mut st)
+                    .await
+            }
+        }
+    }
+
+    /// Cuts one scene into a pack file at `pack_path`: an uploaded one is streamed to a file
+    /// beside it first, one in place is read where it lies. `Err` is the job's outcome (a
+    /// store failure), `Ok(Err)` the scene's own fault.
+    async fn cut_scene(
+        &self,
+        input: &SceneInput,
+        tile_meters: f64,
+        dir: &std::path::Path,
+    ) -> Result<Result<(scene::SceneInfo, scene::Pack), String>, Outcome> {
+        let limits = self.limits;
+        let pack_path = dir.join("pack");
+        let cut = match input {
+            SceneInput::Uploaded { key, name } => {
+                // GDAL reads files: the scene is streamed into a private directory (never
+                // held in memory), alone, so that no side-car file of someone else's is read
+                let scene_path = dir.join("scene.tif");
+                if let Err(e) = self.store.get_to_file(key, &scene_path).await {
+                    return Err(Outcome::store_failure(&format!("scene {name}"), e));
+                }
+                tokio::task::spawn_blocking(move || {
+                    scene::cut_to_pack(&scene_path, tile_meters, limits, &pack_path)
+                })
                 .await
             }
+            SceneInput::InPlace(object) => {
+                let own = self.store.bucket();
+                if !self
+                    .scenes_in_place
+                    .settings
+                    .reads_bucket(&object.bucket, own)
+                {
+                    return Ok(Err(format!(
+                        "bucket {} is not one ingest reads scenes from (its own, {own}, and \
+                         AERIAL__INGEST__SCENE_BUCKETS)",
+                        object.bucket
+                    )));
+                }
+                if !remote::is_tiff_name(&object.key) {
+                    return Ok(Err(
+                        "only .tif or .tiff objects are read in place (GeoTIFF)".into(),
+                    ));
+                }
+                let head = match self
+                    .store
+                    .with_bucket(&object.bucket)
+                    .get_range(&object.key, 0, 64)
+                    .await
+                {
+                    Ok(b) => b,
+                    Err(StoreError::NotFound { .. }) => return Ok(Err("no such object".into())),
+                    Err(StoreError::RangeOutside { .. }) => return Ok(Err("an empty file".into())),
+                    Err(e) if refused_by_store(&e) => return Ok(Err(e.to_string())),
+                    Err(e) => return Err(Outcome::store_failure(&object.to_string(), e)),
+                };
+                let (object, access) = (object.clone(), self.scenes_in_place.access.clone());
+                tokio::task::spawn_blocking(move || {
+                    scene::cut_remote_to_pack(
+                        &object,
+                        &head,
+                        &access,
+                        tile_meters,
+                        limits,
+                        &pack_path,
+                    )
+                })
+                .await
+            }
+        };
+        match cut.unwrap_or_else(|e| {
+            Err(scene::SceneError::Unreadable(format!(
+                "tiling panicked: {e}"
+            )))
+        }) {
+            Ok(x) => Ok(Ok(x)),
+            Err(e @ scene::SceneError::Io(_)) => {
+                Err(Outcome::Retry(format!("scene {}: {e}", input.name())))
+            }
+            Err(e) => Ok(Err(e.to_string())),
         }
     }
 
@@ -367,19 +511,17 @@ impl Ingester {
         Outcome::Ack
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn ingest_scenes(
         &self,
         seg: &Segment<'_>,
         job: &IngestJob,
-        raw_prefix: &str,
-        keys_in: Vec<String>,
+        inputs: Vec<SceneInput>,
         (tile_meters, date): (f64, Option<String>),
         mut progress: Progress,
         st: &mut JobStatus,
     ) -> Outcome {
         let publisher = seg.publisher;
-        st.total = keys_in.len() as u64;
+        st.total = inputs.len() as u64;
         let mut handled_here = 0;
         // which scene each date's tiles come from: this job's and the dataset's earlier ones
         let mut date_owner: std::collections::BTreeMap<String, String> = Default::default();
@@ -394,8 +536,8 @@ impl Ingester {
         for r in &progress.rows {
             date_owner.insert(r.date.clone(), r.source.clone());
         }
-        for key in keys_in {
-            let name = key.strip_prefix(raw_prefix).unwrap_or(&key).to_string();
+        for input in inputs {
+            let name = input.name();
             if progress.done.contains(&name) {
                 continue;
             }
@@ -406,7 +548,10 @@ impl Ingester {
             handled_here += 1;
             progress.done.insert(name.clone());
             st.done += 1;
-            let Some(date) = date.clone().or_else(|| scene::date_from_name(&name)) else {
+            let Some(date) = date
+                .clone()
+                .or_else(|| scene::date_from_name(input.file_name()))
+            else {
                 self.record_bad(
                     job,
                     st,
@@ -436,45 +581,18 @@ impl Ingester {
                 );
                 continue;
             }
-            // GDAL reads files: the scene is streamed into a private directory (never held
-            // in memory), alone, so that no side-car file of someone else's is picked up
             let dir = match tempfile::tempdir() {
                 Ok(d) => d,
                 Err(e) => return Outcome::Retry(format!("temp dir: {e}")),
             };
-            let (scene_path, pack_path) = (dir.path().join("scene.tif"), dir.path().join("pack"));
-            if let Err(e) = self.store.get_to_file(&key, &scene_path).await {
-                return Outcome::store_failure(&format!("scene {name}"), e);
-            }
-            let limits = self.limits;
-            let cut = {
-                let (scene_path, pack_path) = (scene_path.clone(), pack_path.clone());
-                tokio::task::spawn_blocking(move || {
-                    scene::cut_to_pack(&scene_path, tile_meters, limits, &pack_path)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(scene::SceneError::Unreadable(format!(
-                        "tiling panicked: {e}"
-                    )))
-                })
-            };
-            let (info, pack) = match cut {
-                Ok(x) => x,
-                Err(e @ scene::SceneError::Io(_)) => {
-                    return Outcome::Retry(format!("scene {name}: {e}"))
-                }
-                Err(e) => {
-                    self.record_bad(
-                        job,
-                        st,
-                        BadItem {
-                            item: name,
-                            reason: e.to_string(),
-                        },
-                    );
+            let pack_path = dir.path().join("pack");
+            let (info, pack) = match self.cut_scene(&input, tile_meters, dir.path()).await {
+                Ok(Ok(x)) => x,
+                Ok(Err(reason)) => {
+                    self.record_bad(job, st, BadItem { item: name, reason });
                     continue;
                 }
+                Err(outcome) => return outcome,
             };
             tracing::info!(scene = %name, %date, crs = %info.crs, tile_px = info.tile_px, rows = info.grid.0, cols = info.grid.1, nodata_from = info.mask, tiles_with_nodata = info.tiles_with_nodata, pack_bytes = pack.len, "scene tiled");
             date_owner.insert(date.clone(), name.clone());
@@ -579,6 +697,20 @@ impl Ingester {
             new,
         })
     }
+}
+
+/// Whether the store refused a request for good (no such bucket, no access): the named
+/// scene is bad, retrying cannot help.
+fn refused_by_store(e: &StoreError) -> bool {
+    let text = e.to_string();
+    [
+        "AccessDenied",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "Forbidden",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
 }
 
 /// Tells the events exchange how far a job is (best effort: the status object is the record).

@@ -1,5 +1,6 @@
 //! aerial-ingest: consumes `ingest.jobs` ([`IngestJob`]); reads the uploaded raw input
 //! (labelled folders, or GeoTIFF scenes cut into fixed-ground-size tiles with GDAL) from S3,
+//! or scenes named in place (`s3://bucket/key.tif`, read by range, never copied);
 //! validates and stores content-addressed tiles, writes the dataset manifest part and the
 //! job status, and publishes one [`Tile`] per good tile to `featurize.tiles`.
 //!
@@ -9,6 +10,7 @@
 mod job;
 mod labelled;
 mod partial;
+mod remote;
 mod scene;
 
 use aerial_shared::{service, topology, worker};
@@ -28,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
         app.store.clone(),
         app.telemetry.clone(),
         limits,
+        job::InPlace {
+            access: remote::S3Access::new(&app.settings.s3),
+            settings: app.settings.ingest.clone(),
+        },
     ));
     // one job at a time: a job is already thousands of parallel tile uploads
     let cfg = worker::WorkerConfig::jobs(&app.settings, "ingest", topology::INGEST_JOBS);

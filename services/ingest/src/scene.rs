@@ -135,7 +135,13 @@ fn open_geotiff(path: &Path) -> Result<Dataset, SceneError> {
     std::fs::File::open(path)
         .and_then(|f| f.take(64).read_to_end(&mut head))
         .map_err(|e| SceneError::Unreadable(e.to_string()))?;
-    if let Some(what) = not_tiff(&head) {
+    open_checked(path, &head)
+}
+
+/// Opens `path` (a file, or a `/vsis3/` name) as GeoTIFF once its first bytes `head` are a
+/// TIFF signature.
+fn open_checked(path: &Path, head: &[u8]) -> Result<Dataset, SceneError> {
+    if let Some(what) = not_tiff(head) {
         return Err(SceneError::NotGeoTiff(what));
     }
     harden_gdal();
@@ -176,9 +182,18 @@ pub fn cut(
     path: &Path,
     tile_meters: f64,
     limits: Limits,
+    each: impl FnMut(SceneTile) -> Result<(), SceneError>,
+) -> Result<SceneInfo, SceneError> {
+    cut_dataset(&open_geotiff(path)?, tile_meters, limits, each)
+}
+
+/// Cuts an opened scene (see [`cut`]).
+fn cut_dataset(
+    ds: &Dataset,
+    tile_meters: f64,
+    limits: Limits,
     mut each: impl FnMut(SceneTile) -> Result<(), SceneError>,
 ) -> Result<SceneInfo, SceneError> {
-    let ds = open_geotiff(path)?;
     let srs = ds.spatial_ref().map_err(|_| SceneError::NoGeoReference)?;
     let gt = ds.geo_transform().map_err(|_| SceneError::NoGeoReference)?;
     // GDAL reports a default identity transform for files without one
@@ -449,6 +464,31 @@ pub fn cut_to_pack(
     let mut w = PackWriter::create(pack_path)?;
     let info = cut(path, tile_meters, limits, |t| w.add(t))?;
     Ok((info, w.finish()?))
+}
+
+/// Cuts a scene that lies in S3 into a pack file, reading it where it is through GDAL's
+/// `/vsis3/` (HTTP range requests for the header and each strip; the scene is never copied).
+/// `head` is the object's first bytes, read by the caller: anything but a TIFF is refused
+/// before GDAL sees it. Blocking: call it off the async runtime.
+pub fn cut_remote_to_pack(
+    object: &aerial_shared::keys::ObjectRef,
+    head: &[u8],
+    access: &crate::remote::S3Access,
+    tile_meters: f64,
+    limits: Limits,
+    pack_path: &Path,
+) -> Result<(SceneInfo, Pack), SceneError> {
+    let _options = access.for_this_thread();
+    let name = crate::remote::vsis3_path(object);
+    let result = (|| {
+        let ds = open_checked(Path::new(&name), head)?;
+        let mut w = PackWriter::create(pack_path)?;
+        let info = cut_dataset(&ds, tile_meters, limits, |t| w.add(t))?;
+        Ok((info, w.finish()?))
+    })();
+    // the next read of this key must see the object as it is then, not GDAL's cached blocks
+    crate::remote::forget(&name);
+    result
 }
 
 /// The acquisition date in a file name (`..._YYYYMMDD.tif` → `YYYY-MM-DD`), if any.
