@@ -642,7 +642,14 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
     let models = models.to_str().unwrap();
     let procs = pipeline(&iso, models);
-    let score = iso.spawn("aerial-score", &[("AERIAL__MODELS__DIR", models)]);
+    // a window cap above this test's jobs (1,209 windows) and below a 56 m stride's 4,836
+    let score = iso.spawn(
+        "aerial-score",
+        &[
+            ("AERIAL__MODELS__DIR", models),
+            ("AERIAL__SCORE__MAX_WINDOWS", "2000"),
+        ],
+    );
     for p in procs.iter().chain([&score]) {
         p.wait_log("consuming", Duration::from_secs(60)).await;
     }
@@ -667,6 +674,57 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         "0",
     ]);
     assert!(!ok && out.contains("positive number of metres"), "{out}");
+    // over the window cap: refused by the fan-out with the count and the setting
+    let (ok, out) = iso.cli(&[
+        "score",
+        "--run",
+        "m",
+        "--dataset",
+        "region",
+        "--stride-meters",
+        "56",
+    ]);
+    assert!(
+        !ok && out
+            .contains("makes 4836 windows, over the limit of 2000 (AERIAL__SCORE__MAX_WINDOWS)"),
+        "{out}"
+    );
+    // dates cut at different resolutions (a 10 m copy of another date): no common stride
+    let coarse_dir = tempfile::tempdir().unwrap();
+    let coarse = coarse_dir.path().join("m_4709963_se_14_1_20090818.tif");
+    let st = std::process::Command::new("gdalwarp")
+        .args(["-q", "-tr", "10", "10"])
+        .arg(shared_data().join("region/naip_nd_m_4709963_se/m_4709963_se_14_1_20090818.tif"))
+        .arg(&coarse)
+        .status()
+        .expect("gdalwarp (gdal-bin) installed by make");
+    assert!(st.success());
+    for f in [&scene, &coarse] {
+        let (ok, out) = iso.cli(&[
+            "ingest",
+            "scene",
+            f.to_str().unwrap(),
+            "--dataset",
+            "mixed-res",
+        ]);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = iso.cli(&[
+        "score",
+        "--run",
+        "m",
+        "--dataset",
+        "mixed-res",
+        "--stride-meters",
+        "112",
+    ]);
+    assert!(
+        !ok && out.contains(
+            "a stride needs every date cut alike: 2009-08-18 has 22 px tiles of 10 m pixels, \
+             2015-09-26 45 px of 5 m"
+        ),
+        "{out}"
+    );
     let (ok, out) = iso.cli(&[
         "score",
         "--run",
