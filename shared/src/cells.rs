@@ -90,6 +90,27 @@ pub struct CellGrid {
 }
 
 impl CellGrid {
+    /// Makes no-data every cell whose centre lies in one of `holes`, tiles (row, column) of
+    /// the date's grid that are missing or were left out as no-data: a window kept for being
+    /// mostly over valid tiles must not give a class to the part of it that is a gap.
+    pub fn blank_holes(&mut self, holes: &[(u32, u32)], stride: &Stride) {
+        if holes.is_empty() {
+            return;
+        }
+        let holes: std::collections::HashSet<(u32, u32)> = holes.iter().copied().collect();
+        let (s, n) = (u64::from(stride.stride_px), u64::from(stride.window_px));
+        // the tile under the centre of cell i (pixels i·s .. (i+1)·s from the grid's corner)
+        let tile = |i: usize| ((i as u64 * s + s / 2) / n) as u32;
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                if holes.contains(&(tile(r), tile(c))) {
+                    self.cells[r * self.cols + c] = None;
+                    self.probs[r * self.cols + c] = None;
+                }
+            }
+        }
+    }
+
     /// The class grid, as the change report reads it.
     pub fn classes(&self) -> crate::change::Grid {
         crate::change::Grid {
@@ -190,6 +211,31 @@ mod tests {
         let (wc, wr) = (s.windows_along(20), s.windows_along(16));
         assert_eq!((wc, wr), (39, 31));
         assert_eq!((wc + s.cover() - 1, wr + s.cover() - 1), (40, 32));
+    }
+
+    #[test]
+    fn cells_over_a_hole_are_no_data() {
+        let s = Stride::new(45, 5.0, 112.0).unwrap();
+        let p = [0.2f32, 0.8];
+        // windows 0..5 along each axis of a 3 × 3 tile grid cover cells 0..6
+        let mut ws = Vec::new();
+        for r in 0..5 {
+            for c in 0..5 {
+                ws.push(("d", r, c, &p[..]));
+            }
+        }
+        let mut g = by_date(2, s.cover(), None, ws).remove("d").unwrap();
+        assert_eq!((g.rows, g.cols), (6, 6));
+        assert!(g.cells.iter().all(Option::is_some));
+        // tile r1c1 is pixels 45..90: the cells whose centres (11, 33, 55, 77, 99, 121 px)
+        // fall there are 2 and 3
+        g.blank_holes(&[(1, 1)], &s);
+        let blank: Vec<(usize, usize)> = (0..36)
+            .filter(|i| g.cells[*i].is_none())
+            .map(|i| (i / 6, i % 6))
+            .collect();
+        assert_eq!(blank, vec![(2, 2), (2, 3), (3, 2), (3, 3)]);
+        assert!(g.probs[2 * 6 + 2].is_none());
     }
 
     #[test]

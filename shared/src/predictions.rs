@@ -33,6 +33,10 @@ pub struct ScoreSpec {
     /// scored cells' extent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extent: Option<(u32, u32)>,
+    /// A strided job's holes per date: tiles (row, column) missing or left out as no-data;
+    /// the cells whose centres lie in them are no-data.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holes: BTreeMap<String, Vec<(u32, u32)>>,
 }
 
 impl ScoreSpec {
@@ -164,6 +168,9 @@ pub struct ScoreSummary {
     /// The map's cells (rows, columns), as in the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extent: Option<(u32, u32)>,
+    /// The holes, as in the spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holes: BTreeMap<String, Vec<(u32, u32)>>,
     /// Output file names under the job's `outputs/` prefix.
     pub outputs: Vec<String>,
     /// Whether the change report used 3×3 plurality smoothing.
@@ -335,6 +342,7 @@ mod tests {
             stride: None,
             nodata: Default::default(),
             extent: None,
+            holes: Default::default(),
         };
         assert!(
             spec.conflict(&job("a-b", "c")).is_none(),

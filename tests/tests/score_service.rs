@@ -820,8 +820,9 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
 
     // No-data from the scene: the same scene with a 100 px collar on its west edge, as
     // NAIP's nodata value 0 in every band (tile columns 0-1 wholly, column 2 for 10 of its
-    // 45 px). Tiles and windows over half no-data are not scored and stay no-data cells in
-    // a map of the same size.
+    // 45 px), and a hole where tile r5c10 is (pixels 450..495 × 225..270). Tiles and windows
+    // over half no-data are not scored and stay no-data cells in a map of the same size; a
+    // kept window partly over the hole gives no class to the cells centred in it.
     let dir = tempfile::tempdir().unwrap();
     let collared = dir.path().join("m_4709963_se_14_1_20150926.tif");
     {
@@ -839,6 +840,8 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
             assert_eq!(band.no_data_value(), Some(0.0), "NAIP declares nodata 0");
             let mut zeros = gdal::raster::Buffer::new((100, h), vec![0u8; 100 * h]);
             band.write((0, 0), (100, h), &mut zeros).unwrap();
+            let mut hole = gdal::raster::Buffer::new((45, 45), vec![0u8; 45 * 45]);
+            band.write((450, 225), (45, 45), &mut hole).unwrap();
         }
     }
     let (ok, out) = iso.cli(&[
@@ -866,11 +869,17 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         ),
         "each tile's no-data share in the manifest"
     );
-    for (stride, (total, skipped), (w, h), nodata_cols) in [
-        (None, (288, 32), (20, 16), 2),
+    type Cells = fn(usize, usize) -> bool;
+    let tiles_out: Cells = |r, c| c < 2 || (r, c) == (5, 10);
+    // cells of 22 px: centres 22·i + 11 px; those in columns 0..100 px (0-3, the collar's
+    // two whole tiles) and in the hole (rows 10-11, columns 20-21)
+    let cells_out: Cells = |r, c| c < 4 || ((10..=11).contains(&r) && (20..=21).contains(&c));
+    for (stride, (total, skipped), (w, h), blank) in [
+        (None, (287, 33), (20, 16), tiles_out),
         // windows 0-3 of each row are over half no-data (window 3: 24 px of a no-data tile,
-        // 21 of a 22 % one); they alone cover cells 0-3
-        (Some("112"), (31 * 35, 31 * 4), (40, 32), 4),
+        // 21 of a 22 % one), and two over the hole (r10c20: 40 × 35 px of it, r10c21:
+        // 40 × 33); r9c19, kept (18 × 13 px of it), covers cell r10c20 but gives it no class
+        (Some("112"), (31 * 35 - 2, 31 * 4 + 2), (40, 32), cells_out),
     ] {
         let mut args = vec!["score", "--run", "m", "--dataset", "collared"];
         args.extend(stride.iter().flat_map(|s| ["--stride-meters", *s]));
@@ -912,8 +921,8 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
                 .data()
                 .to_vec();
             for (i, v) in px.iter().enumerate() {
-                let west = i % w < nodata_cols;
-                assert_eq!(*v == 255, west, "{job}: band {b}, cell {i}");
+                let out = blank(i / w, i % w);
+                assert_eq!(*v == 255, out, "{job}: band {b}, cell {i}");
             }
         }
         let ogr = std::process::Command::new("ogrinfo")

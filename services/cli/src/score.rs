@@ -183,6 +183,12 @@ pub async fn results(
             rows.iter()
                 .filter_map(|(r, p)| Some((r.date.as_str(), r.row?, r.col?, p.as_slice()))),
         );
+        let mut grids = grids;
+        if let Some(stride) = &summary.stride {
+            for (date, g) in &mut grids {
+                g.blank_holes(summary.holes.get(date).map_or(&[], Vec::as_slice), stride);
+            }
+        }
         let (a, b) = match (grids.get(&from), grids.get(&to)) {
             (Some(a), Some(b)) => (a.classes(), b.classes()),
             _ => anyhow::bail!(

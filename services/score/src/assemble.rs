@@ -78,13 +78,18 @@ pub fn build(
     }
     // the map's cells: the tiles themselves, or stride squares averaging their windows
     let cover = spec.stride.map_or(1, |s| s.cover());
-    let grids: BTreeMap<String, CellGrid> = cells::by_date(
+    let mut grids: BTreeMap<String, CellGrid> = cells::by_date(
         labels.len(),
         cover,
         spec.extent,
         rows.iter()
             .filter_map(|r| Some((r.date.as_deref()?, r.row?, r.col?, r.probs.as_slice()))),
     );
+    if let Some(stride) = &spec.stride {
+        for (date, g) in &mut grids {
+            g.blank_holes(spec.holes.get(date).map_or(&[], Vec::as_slice), stride);
+        }
+    }
     let step_m = spec.stride.map(|s| s.cell_m());
     let cell_km2 = step_m
         .map(|m| m * m / 1e6)
@@ -204,6 +209,7 @@ pub fn build(
         stride: spec.stride,
         nodata_windows: spec.nodata.clone(),
         extent: spec.extent,
+        holes: spec.holes.clone(),
         outputs: files
             .iter()
             .map(|(n, _)| n.clone())

@@ -185,6 +185,7 @@ impl FanOut {
             .collect();
         // what the job scores: the stored tiles, or windows across them every stride
         let mut nodata = std::collections::BTreeMap::new();
+        let mut holes = std::collections::BTreeMap::new();
         let (stride, work): (Option<Stride>, Vec<(Tile, Option<Window>)>) = match job.stride_m {
             None => {
                 // tiles mostly no-data in their scene (collars, gaps) are not scored
@@ -225,6 +226,7 @@ impl FanOut {
                     "strided score job planned"
                 );
                 nodata = plan.skipped;
+                holes = plan.holes;
                 let w = plan
                     .windows
                     .into_iter()
@@ -252,6 +254,7 @@ impl FanOut {
             stride,
             nodata,
             extent: (extent != (0, 0)).then_some(extent),
+            holes,
         };
         let mut st = JobStatus::new(&job.job_id, "score", &job.dataset);
         st.total = work.len() as u64;

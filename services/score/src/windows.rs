@@ -16,6 +16,9 @@ pub struct Plan {
     pub windows: Vec<(Tile, Window)>,
     /// Windows left out for too much no-data, per date.
     pub skipped: BTreeMap<String, u64>,
+    /// Per date, the tiles of its grid (row, column) that are missing or over the no-data
+    /// share: cells whose centre lies in one are no-data whatever window covers them.
+    pub holes: BTreeMap<String, Vec<(u32, u32)>>,
 }
 
 /// Each date's tile grid: rows and columns.
@@ -82,6 +85,13 @@ pub fn plan(tiles: &[Tile], stride: &Stride, max_nodata: f64) -> Plan {
         let Some(base) = grid.values().next().copied() else {
             continue;
         };
+        let holes: Vec<(u32, u32)> = (0..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .filter(|k| grid.get(k).is_none_or(|t| nodata_of(t) > max_nodata))
+            .collect();
+        if !holes.is_empty() {
+            plan.holes.insert(date.to_string(), holes);
+        }
         let any = base.geo.as_ref().expect("grid tiles have geo");
         // the grid's top-left corner and pixel size, from any tile
         let px = (any.bounds[2] - any.bounds[0]) / f64::from(n);
