@@ -235,6 +235,9 @@ impl FanOut {
                 (Some(stride), w)
             }
         };
+        if let Some(why) = windows::misaligned(&tiles, stride.map(|s| s.cell_m())) {
+            return self.refuse(&job, why).await;
+        }
         let extent = windows::cell_extent(&tiles, stride.as_ref());
         if work.is_empty() {
             return self

@@ -60,6 +60,46 @@ pub fn cell_extent(tiles: &[Tile], stride: Option<&Stride>) -> (u32, u32) {
     }
 }
 
+/// Why the dates of `tiles` do not lie on one grid, if they do not: maps are compared cell
+/// by cell by grid index, so every date must have the same CRS and a grid origin within half
+/// a cell (`cell_m`) of the first date's (the sample region's differ by up to 3 m).
+pub fn misaligned(tiles: &[Tile], cell_m: Option<f64>) -> Option<String> {
+    let mut origin: BTreeMap<&str, (&str, f64, f64, f64)> = BTreeMap::new();
+    for t in tiles {
+        let (Some(d), Some(g)) = (&t.date, &t.geo) else {
+            continue;
+        };
+        origin.entry(d).or_insert_with(|| {
+            let (w, h) = (g.bounds[2] - g.bounds[0], g.bounds[3] - g.bounds[1]);
+            (
+                g.crs.as_str(),
+                g.bounds[0] - f64::from(g.col) * w,
+                g.bounds[3] + f64::from(g.row) * h,
+                w,
+            )
+        });
+    }
+    let mut dates = origin.iter();
+    let (first, &(crs, x, y, tile_m)) = dates.next()?;
+    let half = cell_m.unwrap_or(tile_m) / 2.0;
+    for (date, &(c, x2, y2, _)) in dates {
+        if c != crs {
+            return Some(format!(
+                "dates are not on one grid: {first} is in {crs}, {date} in {c}"
+            ));
+        }
+        let off = (x2 - x).hypot(y2 - y);
+        if off > half {
+            return Some(format!(
+                "dates are not on one grid: {date}'s origin is {off:.1} m from {first}'s, more \
+                 than half a {:.1} m cell; maps of one dataset are compared cell by cell",
+                half * 2.0
+            ));
+        }
+    }
+    None
+}
+
 /// The share of a tile that is no-data (0 when it was not measured).
 pub fn nodata_of(t: &Tile) -> f64 {
     t.geo
@@ -266,6 +306,43 @@ mod tests {
             strict.windows.len() < p.windows.len(),
             "a stricter threshold skips more"
         );
+    }
+
+    #[test]
+    fn dates_must_lie_on_one_grid() {
+        let mut tiles = grid(2, 2, &[]);
+        let mut other = grid(2, 2, &[]);
+        let shift = |tiles: &mut Vec<Tile>, dx: f64| {
+            for t in tiles {
+                t.date = Some("2020-08-31".into());
+                t.geo.as_mut().unwrap().bounds[0] += dx;
+                t.geo.as_mut().unwrap().bounds[2] += dx;
+            }
+        };
+        // 3 m apart, as the sample region's scenes: one grid
+        shift(&mut other, 3.0);
+        tiles.extend(other.clone());
+        assert_eq!(misaligned(&tiles, None), None);
+        assert_eq!(misaligned(&tiles, Some(110.0)), None);
+        // 60 m: more than half a 110 m cell, not half a 225 m tile
+        shift(&mut other, 57.0);
+        let mut far = grid(2, 2, &[]);
+        far.extend(other.clone());
+        assert_eq!(misaligned(&far, None), None);
+        let why = misaligned(&far, Some(110.0)).unwrap();
+        assert!(
+            why.contains("2020-08-31's origin is 60.0 m from 2009-08-18's"),
+            "{why}"
+        );
+        // another CRS
+        for t in &mut other {
+            t.geo.as_mut().unwrap().crs = "EPSG:26913".into();
+        }
+        let mut zones = grid(2, 2, &[]);
+        zones.extend(other);
+        assert!(misaligned(&zones, None)
+            .unwrap()
+            .contains("2020-08-31 in EPSG:26913"));
     }
 
     #[test]
