@@ -182,9 +182,11 @@ impl JobMap {
                     .collect(),
             })
             .collect();
+        // the job's whole grid: tiles left out as no-data at an edge keep their place
+        let (rows, cols) = self.summary.extent.unwrap_or_default();
         Grid {
-            rows: cells.iter().map(|c| c.r + 1).max().unwrap_or(0),
-            cols: cells.iter().map(|c| c.c + 1).max().unwrap_or(0),
+            rows: cells.iter().map(|c| c.r + 1).max().unwrap_or(0).max(rows),
+            cols: cells.iter().map(|c| c.c + 1).max().unwrap_or(0).max(cols),
             colours: labels
                 .iter()
                 .enumerate()
