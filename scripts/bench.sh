@@ -141,11 +141,20 @@ if [ "$PART" = all ] || [ "$PART" = classifiers ]; then
   else echo "[bench] classifiers skipped: they read rsscn7's features from the make demo stack"; fi
 fi
 
+# when each part last ran (a BENCH_ONLY run keeps the others' dates with their results)
+touch bench/results/when.txt
+for p in featurize score scene classifiers; do
+  if [ "$PART" = all ] || [ "$PART" = "$p" ]; then
+    { grep -v "^$p " bench/results/when.txt || true; echo "$p $(date -u +%Y-%m-%d)"; } > bench/results/when.new
+    mv bench/results/when.new bench/results/when.txt
+  fi
+done
+WHEN=$(sort bench/results/when.txt | awk '{printf "%s%s %s", (NR > 1 ? "; " : ""), $1, $2}')
 {
 cat <<MD
 # Benchmarks
 
-Written by \`make bench\` (last run $(date -u +%Y-%m-%d); each section says what it measured).
+Written by \`make bench\` (parts last run: $WHEN; GPU by \`make gpu-check\`; each section says what it measured).
 Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no GPU. Dev profile
 (our code -O1 but the shared preprocessing -O3, dependencies -O2; the compute is libtorch and the image decoders).
 GPU: see the last section (\`make gpu-check\`, run on a lent CUDA machine; the Rust services' CUDA path itself is not measured there).
