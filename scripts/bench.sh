@@ -33,7 +33,7 @@ mapfile -t IMAGES < <(find "$ROOT/../shared/data/rsscn7/train" -name '*.jpg' | s
 
 # the peer's model: the same TorchScript file exported to ONNX here (checked against it)
 ONNX=$STATE/mobilenet_v2_featurizer.onnx
-ONNX_DIFF=$("$PY" bench/export_onnx.py "$MODEL" "$ONNX" 2>/dev/null)
+ONNX_DIFF=$("$PY" bench/export_onnx.py "$MODEL" "$ONNX" 2> "$STATE/onnx-export.log") || { cat "$STATE/onnx-export.log" >&2; exit 1; }
 ORT_VERSION=$("$PY" -c 'import onnxruntime; print(onnxruntime.__version__)')
 
 # (a), (c), (d) and (e) are short: each runs 3 times, interleaved, and the median is kept, so

@@ -63,6 +63,15 @@ impl ObjectRef {
         })
     }
 
+    /// Whether the key lies under one of the prefixes aerial itself writes (uploads, tiles,
+    /// features, runs, jobs, datasets): in aerial's own bucket those are other datasets' data
+    /// and outputs, never a scene to read in place.
+    pub fn is_aerials_own(&self) -> bool {
+        ["raw/", "tiles/", "features/", "runs/", "jobs/", "datasets/"]
+            .iter()
+            .any(|p| self.key.starts_with(p))
+    }
+
     /// The object's file name (the key's last part).
     pub fn file_name(&self) -> &str {
         self.key.rsplit('/').next().unwrap_or(&self.key)

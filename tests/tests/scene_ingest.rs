@@ -267,6 +267,16 @@ async fn scenes_in_s3_are_read_in_place_and_give_the_same_tiles() {
         };
     assert_eq!(tiles(&rows), tiles(&uploaded));
 
+    // aerial's own objects are not scenes to read in place, even in its own bucket
+    let upload = iso.store.list("raw/uploaded/").await.unwrap();
+    let own = format!("s3://{}/{}", iso.store.bucket(), upload[0].key);
+    let (_, out) = iso.cli(&["ingest", "scene", &own, "--dataset", "sneaky"]);
+    assert!(out.contains("is aerial's own data"), "{out}");
+    assert!(aerial_shared::manifest::load(&iso.store, "sneaky")
+        .await
+        .unwrap()
+        .is_empty());
+
     // local files and references are not mixed in one ingest
     let (ok, out) = iso.cli(&[
         "ingest",

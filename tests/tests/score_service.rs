@@ -820,9 +820,11 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
 
     // No-data from the scene: the same scene with a 100 px collar on its west edge, as
     // NAIP's nodata value 0 in every band (tile columns 0-1 wholly, column 2 for 10 of its
-    // 45 px), and a hole where tile r5c10 is (pixels 450..495 × 225..270). Tiles and windows
-    // over half no-data are not scored and stay no-data cells in a map of the same size; a
-    // kept window partly over the hole gives no class to the cells centred in it.
+    // 45 px), another over the last tile column (pixels 855..900), and a hole where tile
+    // r5c10 is (pixels 450..495 × 225..270). Tiles and windows over half no-data are not
+    // scored and stay no-data cells in a map of the same size (without the job's extent the
+    // east collar would shrink it); a kept window partly over the hole gives no class to the
+    // cells centred in it.
     let dir = tempfile::tempdir().unwrap();
     let collared = dir.path().join("m_4709963_se_14_1_20150926.tif");
     {
@@ -842,6 +844,8 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
             band.write((0, 0), (100, h), &mut zeros).unwrap();
             let mut hole = gdal::raster::Buffer::new((45, 45), vec![0u8; 45 * 45]);
             band.write((450, 225), (45, 45), &mut hole).unwrap();
+            let mut east = gdal::raster::Buffer::new((45, h), vec![0u8; 45 * h]);
+            band.write((855, 0), (45, h), &mut east).unwrap();
         }
     }
     let (ok, out) = iso.cli(&[
@@ -870,21 +874,29 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         "each tile's no-data share in the manifest"
     );
     type Cells = fn(usize, usize) -> bool;
-    let tiles_out: Cells = |r, c| c < 2 || (r, c) == (5, 10);
-    // cells of 22 px: centres 22·i + 11 px; those in columns 0..100 px (0-3, the collar's
-    // two whole tiles) and in the hole (rows 10-11, columns 20-21)
-    let cells_out: Cells = |r, c| c < 4 || ((10..=11).contains(&r) && (20..=21).contains(&c));
+    let tiles_out: Cells = |r, c| c < 2 || c == 19 || (r, c) == (5, 10);
+    // cells of 22 px: centres 22·i + 11 px; those in the two whole no-data tiles of the west
+    // collar (0..90 px: cells 0-3; cell 4's centre, 99 px, is in the 22 % tile), in the east
+    // one (855..900: cell 39) and in the hole (rows 10-11, columns 20-21)
+    let cells_out: Cells =
+        |r, c| c < 4 || c == 39 || ((10..=11).contains(&r) && (20..=21).contains(&c));
     for (stride, (total, skipped), (w, h), blank) in [
-        (None, (287, 33), (20, 16), tiles_out),
+        (None, (271, 49), (20, 16), tiles_out),
         // windows 0-3 of each row are over half no-data (window 3: 24 px of a no-data tile,
-        // 21 of a 22 % one), and two over the hole (r10c20: 40 × 35 px of it, r10c21:
-        // 40 × 33); r9c19, kept (18 × 13 px of it), covers cell r10c20 but gives it no class
-        (Some("112"), (31 * 35 - 2, 31 * 4 + 2), (40, 32), cells_out),
+        // 21 of a 22 % one), window 38 too (26 px of the east tile), and two over the hole
+        // (r10c20: 40 × 35 px of it, r10c21: 40 × 33); r9c19, kept (18 × 13 px of it),
+        // covers cell r10c20 but gives it no class
+        (Some("112"), (31 * 34 - 2, 31 * 5 + 2), (40, 32), cells_out),
     ] {
         let mut args = vec!["score", "--run", "m", "--dataset", "collared"];
         args.extend(stride.iter().flat_map(|s| ["--stride-meters", *s]));
         let (ok, out) = iso.cli(&args);
         assert!(ok, "{out}");
+        assert!(
+            out.contains(&format!("{skipped} tile(s) left out as no-data"))
+                || out.contains(&format!("({skipped} window(s) left out as no-data)")),
+            "{out}"
+        );
         let job = format!(
             "collared-m{}",
             stride.map_or(String::new(), |s| format!("-s{s}"))

@@ -305,15 +305,19 @@ fn print_summary(s: &ScoreSummary, bucket: &str) {
         s.duration_s,
         s.replicas.len()
     );
-    if let Some(st) = s.stride {
-        let skipped: u64 = s.nodata_windows.values().sum();
-        println!(
+    let skipped: u64 = s.nodata_windows.values().sum();
+    match s.stride {
+        Some(st) => println!(
             "windows of {} px every {} px: map cells of {:.1} m ({} window(s) left out as no-data)",
             st.window_px,
             st.stride_px,
             st.cell_m(),
             skipped
-        );
+        ),
+        None if skipped > 0 => println!(
+            "{skipped} tile(s) left out as no-data (over AERIAL__SCORE__MAX_NODATA of their pixels)"
+        ),
+        None => {}
     }
     for d in &s.dead {
         println!("  refused {}: {}", d.tile_id, d.reason);

@@ -235,15 +235,18 @@ impl Ingester {
                 tile_meters,
                 date,
             } => {
-                if tile_meters.is_nan() || tile_meters <= 0.0 || scenes.is_empty() {
-                    let why = format!(
-                        "tile_meters {tile_meters} must be positive and at least one scene named"
-                    );
+                if tile_meters.is_nan() || tile_meters <= 0.0 {
+                    let why = format!("tile_meters {tile_meters} must be positive");
                     return self.fail(&mut st, why).await;
                 }
-                let mut inputs = Vec::with_capacity(scenes.len());
+                if scenes.is_empty() {
+                    return self.fail(&mut st, "no scene named".into()).await;
+                }
+                let mut inputs: Vec<SceneInput> = Vec::with_capacity(scenes.len());
                 for s in &scenes {
                     match aerial_shared::keys::ObjectRef::parse(s) {
+                        // a scene named twice is read once
+                        Ok(o) if inputs.iter().any(|i| i.name() == o.to_string()) => {}
                         Ok(o) => inputs.push(SceneInput::InPlace(o)),
                         Err(e) => return self.fail(&mut st, e.to_string()).await,
                     }
@@ -291,6 +294,13 @@ impl Ingester {
                         object.bucket
                     )));
                 }
+                if object.bucket == own && object.is_aerials_own() {
+                    return Ok(Err(format!(
+                        "{} is aerial's own data (uploads, tiles, features, runs, job \
+                         outputs), not a scene to read in place",
+                        object.key
+                    )));
+                }
                 if !remote::is_tiff_name(&object.key) {
                     return Ok(Err(
                         "only .tif or .tiff objects are read in place (GeoTIFF)".into(),
@@ -328,7 +338,8 @@ impl Ingester {
             )))
         }) {
             Ok(x) => Ok(Ok(x)),
-            Err(e @ scene::SceneError::Io(_)) => {
+            // the local disk, or the store on the way: the scene may be fine, retry the job
+            Err(e @ (scene::SceneError::Io(_) | scene::SceneError::Remote(_))) => {
                 Err(Outcome::Retry(format!("scene {}: {e}", input.name())))
             }
             Err(e) => Ok(Err(e.to_string())),
@@ -699,18 +710,26 @@ impl Ingester {
     }
 }
 
-/// Whether the store refused a request for good (no such bucket, no access): the named
-/// scene is bad, retrying cannot help.
+/// Whether the store refused a request for good (no such bucket, no access, another
+/// region, bad credentials): the named scene is reported as bad, retrying cannot help. Read
+/// from the S3 error code that leads the message, never from the key in it.
 fn refused_by_store(e: &StoreError) -> bool {
-    let text = e.to_string();
-    [
+    const FOR_GOOD: [&str; 8] = [
         "AccessDenied",
+        "AllAccessDisabled",
         "NoSuchBucket",
         "InvalidBucketName",
-        "Forbidden",
-    ]
-    .iter()
-    .any(|code| text.contains(code))
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    ];
+    match e {
+        StoreError::Request { message, .. } => message
+            .split_once(": ")
+            .is_some_and(|(code, _)| FOR_GOOD.contains(&code)),
+        _ => false,
+    }
 }
 
 /// Tells the events exchange how far a job is (best effort: the status object is the record).
@@ -758,5 +777,36 @@ impl BatchHandler for Ingester {
             out.push(outcome);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_refuses_for_good_by_its_error_code_not_the_key() {
+        let request = |key: &str, message: &str| StoreError::Request {
+            op: "get",
+            key: key.into(),
+            message: message.into(),
+        };
+        assert!(refused_by_store(&request(
+            "nd/a.tif",
+            "NoSuchBucket: The specified bucket does not exist"
+        )));
+        assert!(refused_by_store(&request(
+            "nd/a.tif",
+            "PermanentRedirect: use the bucket's region"
+        )));
+        // a transient error about a key whose name holds a code is still transient
+        assert!(!refused_by_store(&request(
+            "nd/AccessDenied_20200101.tif",
+            "dispatch failure: connection refused for nd/AccessDenied_20200101.tif"
+        )));
+        assert!(!refused_by_store(&request(
+            "nd/a.tif",
+            "SlowDown: please reduce your request rate"
+        )));
     }
 }

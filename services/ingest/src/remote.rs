@@ -33,6 +33,11 @@ impl S3Access {
                 s3.max_attempts.saturating_sub(1).to_string(),
             ),
             ("GDAL_HTTP_RETRY_DELAY", "1".into()),
+            // a stalled connection fails (and the job is retried) instead of holding a
+            // blocking thread for ever: 10 s to connect, under 1 KB/s for 60 s aborts
+            ("GDAL_HTTP_CONNECTTIMEOUT", "10".into()),
+            ("GDAL_HTTP_LOW_SPEED_TIME", "60".into()),
+            ("GDAL_HTTP_LOW_SPEED_LIMIT", "1000".into()),
         ];
         if let Some(endpoint) = s3.endpoint.as_deref().filter(|e| !e.is_empty()) {
             let (https, host) = match endpoint.split_once("://") {
@@ -90,6 +95,20 @@ pub fn forget(name: &str) {
         // SAFETY: a valid NUL-terminated string, read during the call only
         unsafe { gdal_sys::VSICurlPartialClearCache(c.as_ptr()) };
     }
+}
+
+/// Whether a failed read of a scene in S3 failed on the way (an HTTP or network error, the
+/// store's credentials or signature), not in the scene's bytes: GDAL's error number on this
+/// thread (CPLE_HttpResponse, CPLE_AWSInvalidCredentials, CPLE_AWSSignatureDoesNotMatch,
+/// CPLE_AWSError), or curl's words in the message.
+pub fn failed_in_transit(message: &str) -> bool {
+    // SAFETY: reads this thread's last GDAL error number
+    let number = unsafe { gdal_sys::CPLGetLastErrorNo() };
+    const IN_TRANSIT: [i32; 4] = [11, 15, 16, 17];
+    IN_TRANSIT.contains(&number)
+        || ["HTTP", "curl", "Curl", "timed out", "Timeout", "Connection"]
+            .iter()
+            .any(|w| message.contains(w))
 }
 
 /// Whether a key names a GeoTIFF by its extension (the only ones GDAL is let open in S3).

@@ -55,6 +55,10 @@ pub enum SceneError {
     /// Over a cap on pixels or tiles.
     #[error("scene too large: {0}")]
     TooLarge(String),
+    /// Reading a scene in S3 failed for a reason of the store or the network (HTTP error,
+    /// timeout, credentials): the scene may be fine, the job is retried.
+    #[error("reading it in s3: {0}")]
+    Remote(String),
     /// The scene is smaller than one tile.
     #[error("scene of {width}x{height} px holds no whole {tile} px tile")]
     TooSmall {
@@ -280,19 +284,30 @@ fn cut_dataset(
                 .map_err(gdal_err)?;
             rgb.push(strip.into_shape_and_vec().1);
         }
-        // per pixel of the strip: is it no-data (every masked band says invalid)?
+        // per pixel of the strip: is it no-data (every masked band says invalid)? A nodata
+        // value is compared with the pixels already read; a mask band is read (once per
+        // dataset when shared)
         let mut invalid = vec![!masks.is_empty(); strip_w * tile_px];
         for m in &masks {
-            let strip = m
-                .read_as::<u8>(
-                    (0, (r * tile_px) as isize),
-                    (strip_w, tile_px),
-                    (strip_w, tile_px),
-                    None,
-                )
-                .map_err(gdal_err)?;
-            for (inv, v) in invalid.iter_mut().zip(strip.data()) {
-                *inv &= *v == 0;
+            match m {
+                Mask::Value { band, value } => {
+                    for (inv, v) in invalid.iter_mut().zip(&rgb[*band]) {
+                        *inv &= v == value;
+                    }
+                }
+                Mask::Band(mask) => {
+                    let strip = mask
+                        .read_as::<u8>(
+                            (0, (r * tile_px) as isize),
+                            (strip_w, tile_px),
+                            (strip_w, tile_px),
+                            None,
+                        )
+                        .map_err(gdal_err)?;
+                    for (inv, v) in invalid.iter_mut().zip(strip.data()) {
+                        *inv &= *v == 0;
+                    }
+                }
             }
         }
         for c in 0..cols {
@@ -344,26 +359,47 @@ fn cut_dataset(
     })
 }
 
-/// The mask bands to read for R, G, B (none when every pixel is valid) and how no-data is
-/// known. A mask shared by the whole dataset is read once.
+/// How one of R, G, B marks its no-data pixels.
+enum Mask<'a> {
+    /// Pixels of band `band` (0..3) equal to `value`.
+    Value { band: usize, value: u8 },
+    /// A mask band: 0 = no-data (a per-dataset mask or an alpha band).
+    Band(gdal::raster::RasterBand<'a>),
+}
+
+/// The masks of R, G, B (none when every pixel is valid) and how no-data is known. A mask
+/// shared by the whole dataset is read once; a nodata value is compared with the pixels
+/// already read, not read again as GDAL's mask band would (a scene in S3 is fetched once).
 fn nodata_masks<'a>(
     bands: &'a [gdal::raster::RasterBand<'a>],
-) -> Result<(Vec<gdal::raster::RasterBand<'a>>, &'static str), SceneError> {
+) -> Result<(Vec<Mask<'a>>, &'static str), SceneError> {
     let mut masks = Vec::new();
     let mut how = "none";
-    for band in bands {
+    for (i, band) in bands.iter().enumerate() {
         let flags = band.mask_flags().map_err(gdal_err)?;
         if flags.is_all_valid() {
             continue;
         }
+        if flags.is_nodata() && !flags.is_per_dataset() {
+            how = "nodata value";
+            // a value no 8-bit pixel can take marks nothing
+            match band.no_data_value() {
+                Some(v) if v.fract() == 0.0 && (0.0..=255.0).contains(&v) => {
+                    masks.push(Mask::Value {
+                        band: i,
+                        value: v as u8,
+                    })
+                }
+                _ => {}
+            }
+            continue;
+        }
         how = if flags.is_alpha() {
             "alpha band"
-        } else if flags.is_nodata() {
-            "nodata value"
         } else {
             "mask"
         };
-        masks.push(band.open_mask_band().map_err(gdal_err)?);
+        masks.push(Mask::Band(band.open_mask_band().map_err(gdal_err)?));
         if flags.is_per_dataset() {
             break;
         }
@@ -480,12 +516,18 @@ pub fn cut_remote_to_pack(
 ) -> Result<(SceneInfo, Pack), SceneError> {
     let _options = access.for_this_thread();
     let name = crate::remote::vsis3_path(object);
+    // SAFETY: resets this thread's GDAL error state, so the class read below is this read's
+    unsafe { gdal_sys::CPLErrorReset() };
     let result = (|| {
         let ds = open_checked(Path::new(&name), head)?;
         let mut w = PackWriter::create(pack_path)?;
         let info = cut_dataset(&ds, tile_meters, limits, |t| w.add(t))?;
         Ok((info, w.finish()?))
-    })();
+    })()
+    .map_err(|e| match e {
+        SceneError::Unreadable(m) if crate::remote::failed_in_transit(&m) => SceneError::Remote(m),
+        e => e,
+    });
     // the next read of this key must see the object as it is then, not GDAL's cached blocks
     crate::remote::forget(&name);
     result

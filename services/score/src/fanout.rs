@@ -243,7 +243,13 @@ impl FanOut {
             return self
                 .refuse(
                     &job,
-                    format!("dataset {:?} has nothing to score", job.dataset),
+                    format!(
+                        "dataset {:?} has nothing to score: all {} tile(s) or window(s) are \
+                         over AERIAL__SCORE__MAX_NODATA ({}) of no-data",
+                        job.dataset,
+                        nodata.values().sum::<u64>(),
+                        self.max_nodata
+                    ),
                 )
                 .await;
         }

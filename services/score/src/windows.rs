@@ -82,10 +82,16 @@ pub fn misaligned(tiles: &[Tile], cell_m: Option<f64>) -> Option<String> {
     let mut dates = origin.iter();
     let (first, &(crs, x, y, tile_m)) = dates.next()?;
     let half = cell_m.unwrap_or(tile_m) / 2.0;
-    for (date, &(c, x2, y2, _)) in dates {
+    for (date, &(c, x2, y2, w2)) in dates {
         if c != crs {
             return Some(format!(
                 "dates are not on one grid: {first} is in {crs}, {date} in {c}"
+            ));
+        }
+        if (w2 - tile_m).abs() > 1e-6 * tile_m {
+            return Some(format!(
+                "dates are not on one grid: {first} has tiles of {tile_m} m, {date} of {w2} m; \
+                 maps of one dataset are compared cell by cell"
             ));
         }
         let off = (x2 - x).hypot(y2 - y);
@@ -343,6 +349,19 @@ mod tests {
         assert!(misaligned(&zones, None)
             .unwrap()
             .contains("2020-08-31 in EPSG:26913"));
+        // tiles of another ground size at the same corner (220 m beside 225 m)
+        let mut sizes = grid(1, 1, &[]);
+        let mut small = sizes[0].clone();
+        small.date = Some("2020-08-31".into());
+        let g = small.geo.as_mut().unwrap();
+        g.bounds[2] -= 5.0;
+        g.bounds[1] += 5.0;
+        sizes.push(small);
+        let why = misaligned(&sizes, None).unwrap();
+        assert!(
+            why.contains("2009-08-18 has tiles of 225 m, 2020-08-31 of 220 m"),
+            "{why}"
+        );
     }
 
     #[test]
