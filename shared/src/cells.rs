@@ -197,6 +197,25 @@ pub fn by_date<'a>(
         .collect()
 }
 
+/// A score job's cell grid per date, as its outputs and its change reports read it: the
+/// windows (or tiles, without a stride) averaged over at least `extent` cells, and with a
+/// stride the cells centred in each date's `holes` left no-data.
+pub fn job_grids<'a>(
+    n_labels: usize,
+    stride: Option<&Stride>,
+    extent: Option<(u32, u32)>,
+    holes: &BTreeMap<String, Vec<(u32, u32)>>,
+    windows: impl IntoIterator<Item = (&'a str, u32, u32, &'a [f32])>,
+) -> BTreeMap<String, CellGrid> {
+    let mut grids = by_date(n_labels, stride.map_or(1, Stride::cover), extent, windows);
+    if let Some(stride) = stride {
+        for (date, g) in &mut grids {
+            g.blank_holes(holes.get(date).map_or(&[], Vec::as_slice), stride);
+        }
+    }
+    grids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

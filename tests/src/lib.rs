@@ -445,6 +445,19 @@ impl Isolated {
         (out.status.success(), text)
     }
 
+    /// `aerial ingest scene SCENE --dataset DATASET`, which must succeed; its output.
+    pub fn ingest_scene(&self, scene: &std::path::Path, dataset: &str) -> String {
+        let (ok, out) = self.cli(&[
+            "ingest",
+            "scene",
+            scene.to_str().expect("utf-8 path"),
+            "--dataset",
+            dataset,
+        ]);
+        assert!(ok, "{out}");
+        out
+    }
+
     /// A connection to this test's vhost.
     pub async fn connect(&self) -> lapin::Connection {
         use secrecy::ExposeSecret;

@@ -78,14 +78,7 @@ async fn analyst_assesses_corrects_and_retrains_in_the_browser() {
     ]);
     assert!(ok, "{out}");
     let scene = shared_data().join("region/naip_nd_m_4709963_se/m_4709963_se_14_1_20150926.tif");
-    let (ok, out) = iso.cli(&[
-        "ingest",
-        "scene",
-        scene.to_str().unwrap(),
-        "--dataset",
-        "region",
-    ]);
-    assert!(ok, "{out}");
+    iso.ingest_scene(&scene, "region");
     let (ok, out) = iso.cli(&[
         "score",
         "--run",

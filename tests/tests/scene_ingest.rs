@@ -244,14 +244,7 @@ async fn scenes_in_s3_are_read_in_place_and_give_the_same_tiles() {
         .all(|r| r.source == refs[0] && r.date == "2009-08-18" && r.nodata == Some(0.0)));
 
     // the same scene uploaded from disk: the very same tiles, in the same pack
-    let (ok, out) = iso.cli(&[
-        "ingest",
-        "scene",
-        scene.to_str().unwrap(),
-        "--dataset",
-        "uploaded",
-    ]);
-    assert!(ok, "{out}");
+    let out = iso.ingest_scene(&scene, "uploaded");
     assert!(
         out.contains("320 tiles (0 new, 320 already stored)"),
         "{out}"

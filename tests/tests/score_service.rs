@@ -655,35 +655,23 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
     }
     tiny_model(&iso).await;
     let scene = shared_data().join("region/naip_nd_m_4709963_se/m_4709963_se_14_1_20150926.tif");
-    let (ok, out) = iso.cli(&[
-        "ingest",
-        "scene",
-        scene.to_str().unwrap(),
-        "--dataset",
-        "region",
-    ]);
-    assert!(ok, "{out}");
+    iso.ingest_scene(&scene, "region");
+    let score_at = |dataset: &str, metres: &str| {
+        iso.cli(&[
+            "score",
+            "--run",
+            "m",
+            "--dataset",
+            dataset,
+            "--stride-meters",
+            metres,
+        ])
+    };
     // a stride of nothing is refused before anything is published
-    let (ok, out) = iso.cli(&[
-        "score",
-        "--run",
-        "m",
-        "--dataset",
-        "region",
-        "--stride-meters",
-        "0",
-    ]);
+    let (ok, out) = score_at("region", "0");
     assert!(!ok && out.contains("positive number of metres"), "{out}");
     // over the window cap: refused by the fan-out with the count and the setting
-    let (ok, out) = iso.cli(&[
-        "score",
-        "--run",
-        "m",
-        "--dataset",
-        "region",
-        "--stride-meters",
-        "56",
-    ]);
+    let (ok, out) = score_at("region", "56");
     assert!(
         !ok && out
             .contains("makes 4836 windows, over the limit of 2000 (AERIAL__SCORE__MAX_WINDOWS)"),
@@ -700,24 +688,9 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         .expect("gdalwarp (gdal-bin) installed by make");
     assert!(st.success());
     for f in [&scene, &coarse] {
-        let (ok, out) = iso.cli(&[
-            "ingest",
-            "scene",
-            f.to_str().unwrap(),
-            "--dataset",
-            "mixed-res",
-        ]);
-        assert!(ok, "{out}");
+        iso.ingest_scene(f, "mixed-res");
     }
-    let (ok, out) = iso.cli(&[
-        "score",
-        "--run",
-        "m",
-        "--dataset",
-        "mixed-res",
-        "--stride-meters",
-        "112",
-    ]);
+    let (ok, out) = score_at("mixed-res", "112");
     assert!(
         !ok && out.contains(
             "a stride needs every date cut alike: 2009-08-18 has 22 px tiles of 10 m pixels, \
@@ -725,15 +698,7 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
         ),
         "{out}"
     );
-    let (ok, out) = iso.cli(&[
-        "score",
-        "--run",
-        "m",
-        "--dataset",
-        "region",
-        "--stride-meters",
-        "112",
-    ]);
+    let (ok, out) = score_at("region", "112");
     assert!(ok, "{out}");
     assert!(out.contains("published score job region-m-s112"), "{out}");
     assert!(out.contains("map cells of 110.0 m"), "{out}");
@@ -848,14 +813,7 @@ async fn a_stride_gives_a_finer_map_of_averaged_windows() {
             band.write((855, 0), (45, h), &mut east).unwrap();
         }
     }
-    let (ok, out) = iso.cli(&[
-        "ingest",
-        "scene",
-        collared.to_str().unwrap(),
-        "--dataset",
-        "collared",
-    ]);
-    assert!(ok, "{out}");
+    iso.ingest_scene(&collared, "collared");
     let rows = manifest::load(&iso.store, "collared").await.unwrap();
     let share = |col: u32| -> BTreeSet<String> {
         rows.iter()

@@ -176,19 +176,14 @@ pub async fn results(
             }
         }
         // the map's cells, as the job built them (a strided job's cells average its windows)
-        let grids = cells::by_date(
+        let grids = cells::job_grids(
             summary.labels.len(),
-            summary.stride.map_or(1, |s| s.cover()),
+            summary.stride.as_ref(),
             summary.extent,
+            &summary.holes,
             rows.iter()
                 .filter_map(|(r, p)| Some((r.date.as_str(), r.row?, r.col?, p.as_slice()))),
         );
-        let mut grids = grids;
-        if let Some(stride) = &summary.stride {
-            for (date, g) in &mut grids {
-                g.blank_holes(summary.holes.get(date).map_or(&[], Vec::as_slice), stride);
-            }
-        }
         let (a, b) = match (grids.get(&from), grids.get(&to)) {
             (Some(a), Some(b)) => (a.classes(), b.classes()),
             _ => anyhow::bail!(

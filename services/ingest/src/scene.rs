@@ -270,20 +270,23 @@ fn cut_dataset(
     src.set_axis_mapping_strategy(AxisMappingStrategy::TraditionalGisOrder);
     let to_lonlat = CoordTransform::new(&src, &wgs84).map_err(gdal_err)?;
     let edge = tile_px as f64 * px;
+    // strip `r` of tile rows of a band (or mask): tile_px rows of the kept grid's width
+    let read_strip = |band: &gdal::raster::RasterBand, r: usize| {
+        band.read_as::<u8>(
+            (0, (r * tile_px) as isize),
+            (strip_w, tile_px),
+            (strip_w, tile_px),
+            None,
+        )
+        .map(|b| b.into_shape_and_vec().1)
+        .map_err(gdal_err)
+    };
     for r in 0..rows {
         // one strip of tile rows at a time: memory is 3 × tile_px × width bytes, not the scene
-        let mut rgb = Vec::with_capacity(3);
-        for band in &bands {
-            let strip = band
-                .read_as::<u8>(
-                    (0, (r * tile_px) as isize),
-                    (strip_w, tile_px),
-                    (strip_w, tile_px),
-                    None,
-                )
-                .map_err(gdal_err)?;
-            rgb.push(strip.into_shape_and_vec().1);
-        }
+        let rgb = bands
+            .iter()
+            .map(|band| read_strip(band, r))
+            .collect::<Result<Vec<_>, _>>()?;
         // per pixel of the strip: is it no-data (every masked band says invalid)? A nodata
         // value is compared with the pixels already read; a mask band is read (once per
         // dataset when shared)
@@ -296,16 +299,8 @@ fn cut_dataset(
                     }
                 }
                 Mask::Band(mask) => {
-                    let strip = mask
-                        .read_as::<u8>(
-                            (0, (r * tile_px) as isize),
-                            (strip_w, tile_px),
-                            (strip_w, tile_px),
-                            None,
-                        )
-                        .map_err(gdal_err)?;
-                    for (inv, v) in invalid.iter_mut().zip(strip.data()) {
-                        *inv &= *v == 0;
+                    for (inv, v) in invalid.iter_mut().zip(read_strip(mask, r)?) {
+                        *inv &= v == 0;
                     }
                 }
             }

@@ -77,19 +77,14 @@ pub fn build(
             .or_default() += 1;
     }
     // the map's cells: the tiles themselves, or stride squares averaging their windows
-    let cover = spec.stride.map_or(1, |s| s.cover());
-    let mut grids: BTreeMap<String, CellGrid> = cells::by_date(
+    let grids: BTreeMap<String, CellGrid> = cells::job_grids(
         labels.len(),
-        cover,
+        spec.stride.as_ref(),
         spec.extent,
+        &spec.holes,
         rows.iter()
             .filter_map(|r| Some((r.date.as_deref()?, r.row?, r.col?, r.probs.as_slice()))),
     );
-    if let Some(stride) = &spec.stride {
-        for (date, g) in &mut grids {
-            g.blank_holes(spec.holes.get(date).map_or(&[], Vec::as_slice), stride);
-        }
-    }
     let step_m = spec.stride.map(|s| s.cell_m());
     let cell_km2 = step_m
         .map(|m| m * m / 1e6)

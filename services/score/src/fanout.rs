@@ -188,6 +188,9 @@ impl FanOut {
         let mut holes = std::collections::BTreeMap::new();
         let (stride, work): (Option<Stride>, Vec<(Tile, Option<Window>)>) = match job.stride_m {
             None => {
+                if let Some(why) = windows::misaligned(&tiles, None) {
+                    return self.refuse(&job, why).await;
+                }
                 // tiles mostly no-data in their scene (collars, gaps) are not scored
                 let mut work = Vec::with_capacity(tiles.len());
                 for t in &tiles {
@@ -207,6 +210,10 @@ impl FanOut {
                     Err(StrideFailure::Transient(e)) => return Outcome::Retry(e),
                     Err(StrideFailure::Refused(why)) => return self.refuse(&job, why).await,
                 };
+                // before any window is planned: a job over dates off one grid is refused
+                if let Some(why) = windows::misaligned(&tiles, Some(stride.cell_m())) {
+                    return self.refuse(&job, why).await;
+                }
                 let n = windows::count(&tiles, &stride);
                 if n > self.max_windows {
                     let why = format!(
@@ -235,9 +242,6 @@ impl FanOut {
                 (Some(stride), w)
             }
         };
-        if let Some(why) = windows::misaligned(&tiles, stride.map(|s| s.cell_m())) {
-            return self.refuse(&job, why).await;
-        }
         let extent = windows::cell_extent(&tiles, stride.as_ref());
         if work.is_empty() {
             return self
