@@ -51,6 +51,8 @@ for round in 1 2 3; do
   DS+=("$(./target/debug/aerial-featurize bench-decode "$N_SHORT" "${IMAGES[@]}")")
 done
 A=$(median "${AS[@]}"); C=$(median "${CS[@]}"); D=$(median "${DS[@]}"); E=$(median "${ES[@]}")
+# what a run trained with --tta d4 costs at score time: the backbone over the 8 views
+C8=$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$((N_SHORT / 4))" "$THREADS" d4)
 echo "[bench] (a) ${AS[*]} (e) ${ES[*]} (c) ${CS[*]} (d) ${DS[*]} tiles/s; medians $A $E $C $D"
 
 echo "[bench] (b) service end to end, $N tiles"
@@ -106,6 +108,7 @@ the same file frozen (BatchNorm folded into the convolutions) and passed through
 | (b) our featurize service end to end: S3 → RabbitMQ → decode → backbone → shard in S3 ($N tiles) | $B |
 | (c) our backbone alone on pre-made tensors ($N_SHORT images; median of ${CS[*]}) | $C |
 | (d) our decode + resize + normalise alone, one thread ($N_SHORT images; median of ${DS[*]}) | $D |
+| (c8) (c) with the 8 test-time views of \`--tta d4\` averaged, tiles/s ($((N_SHORT / 4)) tiles, one run): the inference cost of a run with views | $C8 |
 | (e) the strongest peer script: (a)'s decode + resize, the same model exported to ONNX (largest difference from the TorchScript output on a random batch: $ONNX_DIFF), ONNX Runtime $ORT_VERSION, $THREADS intra-op threads, batch 32 ($N_SHORT images; median of ${ES[*]}) | $E |
 | **b / a** (service / python; target ≥ 1.3) | **$BA** |
 | **b / best peer** (service / max(a, e); goal ≥ 1.5, floor 1.2) | **$BP** |

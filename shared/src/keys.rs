@@ -228,9 +228,17 @@ pub fn feature_shards_prefix(dataset: &str, backbone: &str) -> String {
 }
 
 /// Features the score replicas keep of a dataset's tiles, by tile content: shards in the
-/// featurize format whose row ids are the tiles' sha256 (see the score service).
-pub fn feature_cache_prefix(dataset: &str, backbone: &str) -> String {
-    format!("{}by-content/", features_prefix(dataset, backbone))
+/// featurize format whose row ids are the tiles' sha256 (see the score service). Features
+/// averaged over test-time views are kept apart: `by-content-d4/`.
+pub fn feature_cache_prefix(dataset: &str, backbone: &str, tta: crate::messages::Tta) -> String {
+    match tta {
+        crate::messages::Tta::None => format!("{}by-content/", features_prefix(dataset, backbone)),
+        t => format!(
+            "{}by-content-{}/",
+            features_prefix(dataset, backbone),
+            t.as_str()
+        ),
+    }
 }
 
 /// One feature shard, named by a hash of its sorted tile ids so a redelivered batch overwrites.
@@ -352,6 +360,22 @@ mod tests {
             let e = ObjectRef::parse(bad).unwrap_err();
             assert!(e.to_string().contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn features_over_test_time_views_are_cached_apart() {
+        use crate::messages::Tta;
+        assert_eq!(
+            feature_cache_prefix("region", "mobilenet_v2", Tta::None),
+            "features/region/mobilenet_v2/by-content/",
+            "the layout of runs without views is unchanged"
+        );
+        assert_eq!(
+            feature_cache_prefix("region", "mobilenet_v2", Tta::D4),
+            "features/region/mobilenet_v2/by-content-d4/"
+        );
+        assert!(!feature_cache_prefix("region", "mobilenet_v2", Tta::D4)
+            .starts_with(&feature_shards_prefix("region", "mobilenet_v2")));
     }
 
     #[test]

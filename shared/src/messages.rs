@@ -5,7 +5,7 @@
 //! rest, so an old replica never misreads a newer producer's message.
 //!
 //! Versions: 1 is every message as first published. 2 adds optional fields (a score job's
-//! `stride_m`, a score tile's `window`); a message is written as version 2 only when it uses
+//! `stride_m`, a score tile's `window`, a train job's `params.tta` and `test_frac`); a message is written as version 2 only when it uses
 //! one of them, so everything else stays readable by builds that read only version 1, and a
 //! build that reads only version 1 dead-letters a version-2 message instead of scoring it
 //! wrongly. This build reads both.
@@ -287,6 +287,11 @@ pub struct TrainJob {
     pub seed: u64,
     /// Method parameters.
     pub params: TrainParams,
+    /// Schema 2: a seeded, stratified share of each label's training tiles kept out of
+    /// training and model choice (the validation split), reported apart as the run's test
+    /// accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_frac: Option<f64>,
 }
 
 /// How a run learns.
@@ -342,6 +347,47 @@ pub struct TrainParams {
     /// Maximum tree depth (random forest).
     #[serde(default)]
     pub max_depth: Option<u32>,
+    /// Schema 2: test-time augmentation the run's model is used with (validation, score,
+    /// `aerial evaluate`); absent = none.
+    #[serde(default, skip_serializing_if = "Tta::is_none")]
+    pub tta: Tta,
+}
+
+/// Test-time augmentation: which views of a tile the model sees at inference. Aerial
+/// imagery has no "up", so the 8 symmetries of the square (4 quarter turns, each mirrored)
+/// are equally likely views of the same ground.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tta {
+    /// The tile as it is.
+    #[default]
+    None,
+    /// The 8 symmetries of the square: a classic run's features are averaged over them, a
+    /// fine-tuned run's class probabilities are.
+    D4,
+}
+
+impl Tta {
+    /// Views per tile.
+    pub fn views(self) -> usize {
+        match self {
+            Tta::None => 1,
+            Tta::D4 => 8,
+        }
+    }
+
+    /// Whether this is no augmentation (the default, left out of messages).
+    pub fn is_none(&self) -> bool {
+        *self == Tta::None
+    }
+
+    /// snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::D4 => "d4",
+        }
+    }
 }
 
 /// Ask for a dataset to be scored with a run's model.
@@ -499,6 +545,13 @@ impl Message for Tile {
 }
 impl Message for TrainJob {
     const NAME: &'static str = "train_job";
+    fn schema_version(&self) -> u32 {
+        if self.params.tta.is_none() && self.test_frac.is_none() {
+            1
+        } else {
+            2
+        }
+    }
 }
 impl Message for ScoreJob {
     const NAME: &'static str = "score_job";
@@ -620,6 +673,48 @@ mod tests {
             (Some(2), Some("scene_refs"))
         );
         assert_eq!(decode::<IngestJob>(&bytes).unwrap(), in_place);
+    }
+
+    #[test]
+    fn test_time_views_and_a_test_share_make_a_version_2_train_job() {
+        let plain = TrainJob {
+            run: "r".into(),
+            dataset: "d".into(),
+            also: vec![],
+            backbone: "mobilenet_v2".into(),
+            method: Method::Logistic,
+            sample_frac: 1.0,
+            seed: 42,
+            params: TrainParams {
+                epochs: 500,
+                batch: 32,
+                lr: 1.0,
+                retraining: None,
+                trees: None,
+                max_depth: None,
+                tta: Tta::None,
+            },
+            test_frac: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&plain)).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert!(v.get("test_frac").is_none() && v["params"].get("tta").is_none());
+        let mut d4 = plain.clone();
+        d4.params.tta = Tta::D4;
+        let bytes = encode(&d4);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            (v["schema_version"].as_u64(), v["params"]["tta"].as_str()),
+            (Some(2), Some("d4"))
+        );
+        assert_eq!(decode::<TrainJob>(&bytes).unwrap(), d4);
+        let held = TrainJob {
+            test_frac: Some(0.2),
+            ..plain
+        };
+        let v: serde_json::Value = serde_json::from_slice(&encode(&held)).unwrap();
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(Tta::D4.views(), 8);
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub struct RunDescriptor {
     pub sample_frac: f64,
     /// Seed.
     pub seed: u64,
+    /// Share of each label's training tiles kept out as the test split (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_frac: Option<f64>,
     /// Labels, sorted; a label's index is its position.
     pub labels: Vec<String>,
     /// Feature size the model expects (classic methods).
@@ -102,6 +105,7 @@ impl RunDescriptor {
             also: job.also.clone(),
             sample_frac: job.sample_frac,
             seed: job.seed,
+            test_frac: job.test_frac,
             labels,
             feature_dim,
             code_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -140,6 +144,10 @@ pub struct RunMetrics {
     pub train_per_label: Vec<u64>,
     /// Validation tiles.
     pub val_tiles: u64,
+    /// Evaluation on the tiles the job's `test_frac` kept out of training and of every
+    /// choice made on validation (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Evaluation>,
 }
 
 /// One line per run, for `aerial runs` and the dashboard.
@@ -157,6 +165,9 @@ pub struct RunSummary {
     pub dataset: String,
     /// Validation accuracy.
     pub accuracy: f64,
+    /// Test accuracy (runs with a `test_frac` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
     /// Wall seconds.
     pub duration_s: f64,
     /// Training tiles used.

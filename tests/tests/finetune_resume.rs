@@ -46,6 +46,9 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
         "4",
         "--batch",
         "8",
+        // its result is validated over the 8 test-time views, as `aerial evaluate` scores
+        "--tta",
+        "d4",
         "--no-wait",
     ]);
     assert!(ok, "{out}");
@@ -149,7 +152,7 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
     let acc = e["accuracy"].as_f64().unwrap();
     assert!(
         (acc - summary.accuracy).abs() < 1e-9,
-        "evaluate on the validation folder gives the run's validation accuracy: {acc} vs {}",
+        "evaluate on the validation folder (8 views, as the run's validation) gives the run's validation accuracy: {acc} vs {}",
         summary.accuracy
     );
     second.terminate();

@@ -1,5 +1,7 @@
 //! Ingest → featurize → train on a small real dataset: `--sample-frac 0.25` trains on a
-//! quarter of each class, a repeated job leaves one record, `aerial runs --json` lists runs.
+//! quarter of each class, a repeated job leaves one record, `--test-frac` keeps a test share
+//! out, `--tta d4` validates over the 8 views as `aerial evaluate` does, `aerial runs --json`
+//! lists runs.
 
 use aerial_shared::{runs, topology, Broker};
 use aerial_tests::{rsscn7_sample, servers};
@@ -20,7 +22,8 @@ async fn sample_frac_is_stratified_and_runs_are_recorded_once() {
                 ("AERIAL__WORKER__BATCH_SIZE", "16"),
             ],
         ),
-        iso.spawn("aerial-train", &[]),
+        // a run with test-time views featurizes its tiles' views itself
+        iso.spawn("aerial-train", &[("AERIAL__MODELS__DIR", models)]),
     ];
     for p in &procs {
         p.wait_log("consuming", Duration::from_secs(30)).await;
@@ -129,10 +132,74 @@ async fn sample_frac_is_stratified_and_runs_are_recorded_once() {
     assert_eq!(first, again, "summary rewritten by a redelivered job");
     assert_eq!(iso.ready(&topology::dlq(topology::TRAIN_JOBS)).await, 0);
 
+    // a test share and test-time views: the same 18 training tiles twice, with and without
+    // the 8 views; validation is measured with the views and `aerial evaluate` agrees
+    let views = |name: &str, tta: &str| {
+        let (ok, out) = iso.cli(&[
+            "train",
+            "--name",
+            name,
+            "--dataset",
+            "tiny",
+            "--method",
+            "logistic",
+            "--test-frac",
+            "0.25",
+            "--tta",
+            tta,
+        ]);
+        assert!(ok, "{out}");
+        assert!(out.contains("on 18 training tiles"), "{out}");
+        assert!(
+            out.contains("on 6 test tiles (held out of training and validation)"),
+            "{out}"
+        );
+    };
+    views("one-view", "none");
+    views("d4", "d4");
+    let get = |run: &'static str, file: &'static str| {
+        let store = iso.store.clone();
+        async move {
+            String::from_utf8(store.get(&runs::key(run, file)).await.unwrap().to_vec()).unwrap()
+        }
+    };
+    let m: runs::RunMetrics = serde_json::from_str(&get("d4", runs::METRICS).await).unwrap();
+    let test = m.test.expect("a test evaluation");
+    assert_eq!(test.total, 6, "2 of each class's 8 training tiles");
+    assert_eq!(m.train_per_label, vec![6, 6, 6]);
+    let d: runs::RunDescriptor = serde_json::from_str(&get("d4", runs::DESCRIPTOR).await).unwrap();
+    assert_eq!(d.params.tta, aerial_shared::messages::Tta::D4);
+    assert_eq!(d.test_frac, Some(0.25));
+    let s: runs::RunSummary = serde_json::from_str(&get("d4", runs::SUMMARY).await).unwrap();
+    assert_eq!(s.test_accuracy, Some(test.accuracy));
+    assert_ne!(
+        get("d4", runs::PREDICTIONS).await,
+        get("one-view", runs::PREDICTIONS).await,
+        "the same model's validation probabilities change with the views"
+    );
+    let (ok, out) = iso.cli(&[
+        "evaluate",
+        "--run",
+        "d4",
+        dir.path().join("val").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{out}");
+    let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(e["total"], 6);
+    assert_eq!(
+        e["accuracy"].as_f64(),
+        Some(s.accuracy),
+        "evaluate uses the run's views, as its validation did"
+    );
+
     let (ok, out) = iso.cli(&["runs", "--json"]);
     assert!(ok, "{out}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .iter()
+        .any(|r| r["name"] == "d4" && r["test_accuracy"].as_f64() == Some(test.accuracy)));
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"quarter") && names.contains(&"forest"));
     assert!(

@@ -2,12 +2,12 @@
 //! run's model on this machine, through the same preprocessing as featurize and score, and
 //! reports accuracy, per-class precision/recall/F1 and the confusion matrix.
 
-use aerial_featurize::{backbone, mobilenet::Net};
+use aerial_featurize::{backbone, mobilenet::Net, views};
 use aerial_shared::{
     classifier::{argmax_rows, ClassicModel},
     evaluation::{self, Evaluation},
     imaging,
-    messages::{Method, Retraining},
+    messages::{Method, Retraining, Tta},
     runs::{self, RunDescriptor},
     Settings, Store,
 };
@@ -67,19 +67,23 @@ enum Model {
 }
 
 impl Model {
-    fn proba(&self, input: Vec<f32>, n: usize) -> anyhow::Result<Array2<f64>> {
+    /// Probabilities with the run's test-time augmentation, as score gives them.
+    fn proba(&self, input: Vec<f32>, n: usize, tta: Tta) -> anyhow::Result<Array2<f64>> {
         match self {
             Model::Classic(featurizer, m) => {
-                let f = backbone::run(featurizer, Device::Cpu, &input, n)?;
+                let f = backbone::run(featurizer, Device::Cpu, &input, n, tta)?;
                 let dim = f.len() / n;
                 let x = Array2::from_shape_vec((n, dim), f.into_iter().map(f64::from).collect())?;
                 Ok(m.predict_proba(x))
             }
             Model::Finetuned(net) => {
                 let x = Tensor::from_slice(&input).view([n as i64, 3, 224, 224]);
-                let p = tch::no_grad(|| net.forward(&x, false))
-                    .softmax(-1, Kind::Double)
-                    .contiguous();
+                let p = views::mean_over(&x, tta, |v| {
+                    Ok::<_, anyhow::Error>(
+                        tch::no_grad(|| net.forward(v, false)).softmax(-1, Kind::Double),
+                    )
+                })?
+                .contiguous();
                 let k = p.size()[1] as usize;
                 Ok(Array2::from_shape_vec(
                     (n, k),
@@ -138,7 +142,7 @@ pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyh
                 .with_context(|| format!("{}: cannot be read", path.display()))?;
             input.extend_from_slice(&x);
         }
-        let p = model.proba(input, chunk.len())?;
+        let p = model.proba(input, chunk.len(), d.params.tta)?;
         pairs.extend(chunk.iter().map(|(_, y)| *y).zip(argmax_rows(&p)));
     }
     let e: Evaluation = evaluation::evaluate(&d.labels, pairs);
@@ -146,13 +150,14 @@ pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyh
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         println!(
-            "run {run} ({} on {}) on {}: {} images",
+            "run {run} ({} on {}, test-time views {}) on {}: {} images",
             d.method.as_str(),
             d.backbone,
+            d.params.tta.views(),
             dir.display(),
             e.total
         );
-        crate::train::print_evaluation(&e, &d.labels);
+        crate::train::print_evaluation(&e, &d.labels, "images");
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 use aerial_shared::{
     evaluation::Evaluation,
     keys,
-    messages::{Method, Retraining, TrainJob, TrainParams},
+    messages::{Method, Retraining, TrainJob, TrainParams, Tta},
     runs::{self, RunMetrics, RunSummary},
     topology, Broker, Settings, Store,
 };
@@ -30,6 +30,15 @@ pub enum RetrainingArg {
     FullyConnected,
     /// Every layer.
     All,
+}
+
+/// Test-time augmentation names.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TtaArg {
+    /// The tile as it is.
+    None,
+    /// The 8 symmetries of the square (8 × the inference work).
+    D4,
 }
 
 /// `aerial train` arguments.
@@ -73,6 +82,14 @@ pub struct TrainArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Test-time augmentation the run's model is validated, scored and evaluated with.
+    #[arg(long, value_enum, default_value = "none")]
+    tta: TtaArg,
+    /// Keep this seeded share of each label's training tiles out of training and of model
+    /// choice, and report the run's accuracy on it apart (the honest estimate for unseen
+    /// images when hyper-parameters were chosen on the validation split).
+    #[arg(long)]
+    test_frac: Option<f64>,
     /// Return after publishing.
     #[arg(long)]
     no_wait: bool,
@@ -125,7 +142,12 @@ fn job(a: &TrainArgs) -> TrainJob {
             }),
             trees: forest.then(|| a.trees.unwrap_or(100)),
             max_depth: forest.then(|| a.max_depth.unwrap_or(10)),
+            tta: match a.tta {
+                TtaArg::None => Tta::None,
+                TtaArg::D4 => Tta::D4,
+            },
         },
+        test_frac: a.test_frac,
     }
 }
 
@@ -135,6 +157,10 @@ pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.sample_frac > 0.0 && args.sample_frac <= 1.0,
         "--sample-frac must be in (0, 1]"
+    );
+    anyhow::ensure!(
+        args.test_frac.is_none_or(|f| f > 0.0 && f < 1.0),
+        "--test-frac must be in (0, 1)"
     );
     let job = job(&args);
     println!("train job: {}", serde_json::to_string(&job)?);
@@ -184,7 +210,19 @@ async fn print_run(store: &Store, run: &str) -> anyhow::Result<()> {
         s.duration_s,
         s.train_tiles
     );
-    print_evaluation(&m.validation, &store_labels(&m.validation));
+    print_evaluation(
+        &m.validation,
+        &store_labels(&m.validation),
+        "validation tiles",
+    );
+    if let Some(t) = &m.test {
+        // kept out of training and of every choice made on validation
+        print_evaluation(
+            t,
+            &store_labels(t),
+            "test tiles (held out of training and validation)",
+        );
+    }
     Ok(())
 }
 
@@ -192,10 +230,10 @@ fn store_labels(e: &Evaluation) -> Vec<String> {
     e.per_class.iter().map(|c| c.label.clone()).collect()
 }
 
-/// Accuracy, per-class table and confusion matrix.
-pub fn print_evaluation(e: &Evaluation, labels: &[String]) {
+/// Accuracy on `what` (e.g. "validation tiles"), per-class table and confusion matrix.
+pub fn print_evaluation(e: &Evaluation, labels: &[String], what: &str) {
     println!(
-        "accuracy {:.4} on {} validation tiles (macro F1 {:.4})",
+        "accuracy {:.4} on {} {what} (macro F1 {:.4})",
         e.accuracy, e.total, e.macro_f1
     );
     println!(
@@ -236,27 +274,32 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<()> {
     if json {
         let rows: Vec<_> = all
             .iter()
-            .map(|r| serde_json::json!({"name": r.run, "method": r.method, "backbone": r.backbone, "retraining": r.retraining, "accuracy": r.accuracy, "duration_s": r.duration_s, "dataset": r.dataset}))
+            .map(|r| serde_json::json!({"name": r.run, "method": r.method, "backbone": r.backbone, "retraining": r.retraining, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy, "duration_s": r.duration_s, "dataset": r.dataset}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
-        "{:<24} {:<14} {:<18} {:<16} {:>8} {:>10}",
-        "run", "method", "backbone", "retraining", "accuracy", "duration"
+        "{:<24} {:<14} {:<18} {:<16} {:>8} {:>8} {:>10}",
+        "run", "method", "backbone", "retraining", "accuracy", "test", "duration"
     );
     for r in &all {
         let depth = r
             .retraining
             .map(|d| format!("{d:?}"))
             .unwrap_or_else(|| "-".into());
+        let test = r
+            .test_accuracy
+            .map(|t| format!("{t:.4}"))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<24} {:<14} {:<18} {:<16} {:>8.4} {:>9.1}s",
+            "{:<24} {:<14} {:<18} {:<16} {:>8.4} {:>8} {:>9.1}s",
             r.run,
             r.method.as_str(),
             r.backbone,
             depth,
             r.accuracy,
+            test,
             r.duration_s
         );
     }

@@ -2,6 +2,7 @@
 //! thread, the async runtime sends preprocessed batches and awaits the features.
 
 use crate::frozen::{Frozen, FrozenError};
+use aerial_shared::messages::Tta;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -70,12 +71,14 @@ pub fn load(models: &Path, name: &str, device: Device) -> Result<Frozen, InferEr
 /// with two processes sharing the machine (BENCHMARKS.md). CUDA runs the whole batch.
 pub const CPU_CHUNK: usize = 8;
 
-/// Runs `module` on `n` preprocessed images (CHW floats, concatenated); returns `[n, dim]`.
+/// Runs `module` on `n` preprocessed images (CHW floats, concatenated); returns `[n, dim]`,
+/// each row averaged over the views `tta` asks for.
 pub fn run(
     module: &Frozen,
     device: Device,
     input: &[f32],
     n: usize,
+    tta: Tta,
 ) -> Result<Vec<f32>, InferError> {
     if n == 0 {
         return Ok(Vec::new());
@@ -84,8 +87,35 @@ pub fn run(
     let chunk = if device.is_cuda() { n } else { CPU_CHUNK };
     let mut out = Vec::new();
     for part in input.chunks(chunk * per_image) {
-        let y = module.forward(&input_tensor(part, part.len() / per_image, device))?;
+        let x = input_tensor(part, part.len() / per_image, device);
+        let y = crate::views::mean_over(&x, tta, |v| module.forward(v))?;
         out.extend(output_vec(&y.to_kind(Kind::Float))?);
+    }
+    Ok(out)
+}
+
+/// Runs `module` on `n` preprocessed images (CHW floats, concatenated) under each of `tta`'s
+/// views apart: one `[n, dim]` row-major feature block per view (the training side of
+/// test-time augmentation, where every view is a sample of its own).
+pub fn run_each_view(
+    module: &Frozen,
+    device: Device,
+    input: &[f32],
+    n: usize,
+    tta: Tta,
+) -> Result<Vec<Vec<f32>>, InferError> {
+    let mut out = vec![Vec::new(); tta.views()];
+    if n == 0 {
+        return Ok(out);
+    }
+    let per_image = input.len() / n;
+    let chunk = if device.is_cuda() { n } else { CPU_CHUNK };
+    for part in input.chunks(chunk * per_image) {
+        let x = input_tensor(part, part.len() / per_image, device);
+        for (v, features) in out.iter_mut().enumerate() {
+            let y = module.forward(&crate::views::view(&x, v))?;
+            features.extend(output_vec(&y.to_kind(Kind::Float))?);
+        }
     }
     Ok(out)
 }
@@ -105,8 +135,8 @@ fn output_vec(y: &Tensor) -> Result<Vec<f32>, InferError> {
 
 /// What to run on a batch.
 enum Work {
-    /// The backbone's features `[n, dim]`.
-    Features(String),
+    /// The backbone's features `[n, dim]`, averaged over the views.
+    Features(String, Tta),
     /// A fine-tuned run's class probabilities `[n, classes]`.
     Finetuned(FinetunedModel),
 }
@@ -122,6 +152,8 @@ pub struct FinetunedModel {
     pub classes: usize,
     /// Retraining depth it was trained at (decides which weights the file holds).
     pub depth: aerial_shared::messages::Retraining,
+    /// Views whose class probabilities are averaged.
+    pub tta: Tta,
 }
 
 struct Request {
@@ -176,14 +208,15 @@ impl Inference {
         Self { tx }
     }
 
-    /// Features of `n` images with `backbone`.
+    /// Features of `n` images with `backbone`, averaged over the views `tta` asks for.
     pub async fn features(
         &self,
         backbone: &str,
+        tta: Tta,
         input: Vec<f32>,
         n: usize,
     ) -> Result<Vec<f32>, InferError> {
-        self.submit(Work::Features(backbone.to_string()), input, n)
+        self.submit(Work::Features(backbone.to_string(), tta), input, n)
             .await
     }
 
@@ -227,7 +260,7 @@ fn serve(
             Err(_) => return,
         };
         let result = (|| match &req.work {
-            Work::Features(backbone) => {
+            Work::Features(backbone, tta) => {
                 if !cache.contains_key(backbone) {
                     let t = std::time::Instant::now();
                     let m = load(models, backbone, device)?;
@@ -235,7 +268,7 @@ fn serve(
                     tracing::info!(backbone = %backbone, secs = t.elapsed().as_secs_f64(), "backbone loaded");
                     cache.insert(backbone.clone(), m);
                 }
-                run(&cache[backbone], device, &req.input, req.n)
+                run(&cache[backbone], device, &req.input, req.n, *tta)
             }
             Work::Finetuned(f) => {
                 if !tuned.contains_key(&f.run) {
@@ -252,9 +285,13 @@ fn serve(
                     tuned.insert(f.run.clone(), net);
                 }
                 let x = input_tensor(&req.input, req.n, device);
-                output_vec(
-                    &tch::no_grad(|| tuned[&f.run].forward(&x, false)).softmax(-1, Kind::Float),
-                )
+                let net = &tuned[&f.run];
+                let p = crate::views::mean_over(&x, f.tta, |v| {
+                    Ok::<_, InferError>(
+                        tch::no_grad(|| net.forward(v, false)).softmax(-1, Kind::Float),
+                    )
+                })?;
+                output_vec(&p)
             }
         })();
         let _ = req.reply.send(result);
@@ -279,7 +316,7 @@ mod tests {
             let n = x.size()[0] as usize;
             let input = Vec::<f32>::try_from(&x.contiguous().view([-1])).unwrap();
             let m = load(&models(), name, Device::Cpu).unwrap();
-            let got = run(&m, Device::Cpu, &input, n).unwrap();
+            let got = run(&m, Device::Cpu, &input, n, Tta::None).unwrap();
             let want = Vec::<f32>::try_from(&want.contiguous().view([-1])).unwrap();
             assert_eq!(got.len(), n * dim, "{name}");
             let max = got
@@ -307,7 +344,7 @@ mod tests {
             .flat_map(|i| images[(i % k) * per..(i % k + 1) * per].to_vec())
             .collect();
         let m = load(&models(), "mobilenet_v2", Device::Cpu).unwrap();
-        let got = run(&m, Device::Cpu, &input, n).unwrap();
+        let got = run(&m, Device::Cpu, &input, n, Tta::None).unwrap();
         assert_eq!(got.len(), n * dim);
         for i in 0..n {
             let (row, reference) = (
@@ -321,7 +358,38 @@ mod tests {
                 .fold(0f32, f32::max);
             assert!(max < 1e-4, "row {i}: max abs diff {max}");
         }
-        assert!(run(&m, Device::Cpu, &[], 0).unwrap().is_empty());
+        assert!(run(&m, Device::Cpu, &[], 0, Tta::None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn each_view_apart_averages_to_the_views_run_and_starts_with_the_tile_as_it_is() {
+        let dir = models().join("mobilenet_v2");
+        let x = Tensor::read_npy(dir.join("ref_input_chelsea_coffee.npy")).unwrap();
+        let n = x.size()[0] as usize;
+        let input = Vec::<f32>::try_from(&x.contiguous().view([-1])).unwrap();
+        let m = load(&models(), "mobilenet_v2", Device::Cpu).unwrap();
+        let each = run_each_view(&m, Device::Cpu, &input, n, Tta::D4).unwrap();
+        assert_eq!(each.len(), 8);
+        let one = run(&m, Device::Cpu, &input, n, Tta::None).unwrap();
+        let averaged = run(&m, Device::Cpu, &input, n, Tta::D4).unwrap();
+        let max_diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(
+            max_diff(&each[0], &one) < 1e-4,
+            "view 0 is the tile as it is"
+        );
+        assert!(
+            max_diff(&each[1], &one) > 1e-3,
+            "a quarter turn changes the features"
+        );
+        let mean: Vec<f32> = (0..one.len())
+            .map(|i| each.iter().map(|v| v[i]).sum::<f32>() / 8.0)
+            .collect();
+        assert!(max_diff(&mean, &averaged) < 1e-4);
     }
 
     #[test]

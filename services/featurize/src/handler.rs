@@ -158,7 +158,11 @@ impl Featurizer {
             return out;
         }
         let n = ok.len();
-        let features = match self.inference.features(backbone, input, n).await {
+        let features = match self
+            .inference
+            .features(backbone, aerial_shared::messages::Tta::None, input, n)
+            .await
+        {
             Ok(f) => f,
             Err(e) => {
                 self.telemetry

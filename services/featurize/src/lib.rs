@@ -5,3 +5,4 @@
 pub mod backbone;
 pub mod frozen;
 pub mod mobilenet;
+pub mod views;

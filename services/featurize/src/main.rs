@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    // `aerial-featurize bench-backbone MODELS_DIR N THREADS`: the backbone alone on
+    // `aerial-featurize bench-backbone MODELS_DIR N THREADS [d4]`: the backbone alone on
     // pre-made tensors, the ceiling the service is measured against; `bench-decode N
     // IMAGE...`: decode + preprocess alone on one core (make bench)
     let args: Vec<String> = std::env::args().collect();
@@ -65,12 +65,17 @@ async fn bench_backbone(args: &[String]) -> anyhow::Result<()> {
     );
     let n: usize = args.get(1).map_or(Ok(640), |s| s.parse())?;
     let threads: usize = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    // `d4`: the 8-view test-time augmentation a run may ask for (tiles/s counts tiles)
+    let tta = match args.get(3).map(String::as_str) {
+        Some("d4") => aerial_shared::messages::Tta::D4,
+        _ => aerial_shared::messages::Tta::None,
+    };
     // the service's own inference workers, kept as busy as the service keeps them
     let inference = backbone::Inference::spawn(models, threads, |_| {});
     let input: Vec<f32> = (0..32 * 3 * 224 * 224)
         .map(|i| ((i % 255) as f32 / 255.0 - 0.45) / 0.225)
         .collect();
-    let batch = || inference.features("mobilenet_v2", input.clone(), 32);
+    let batch = || inference.features("mobilenet_v2", tta, input.clone(), 32);
     // warm-up: two batches per worker (the JIT profiles its first runs)
     let warm: FuturesUnordered<_> = (0..2 * threads).map(|_| batch()).collect();
     for r in warm.collect::<Vec<_>>().await {

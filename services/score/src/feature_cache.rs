@@ -1,10 +1,11 @@
 //! Backbone features of a region's tiles, kept by the score replicas so a new classic run
 //! maps the region again without running the CNN: shards under
-//! `features/<dataset>/<backbone>/by-content/`, in the featurize shard format, whose row ids
+//! `features/<dataset>/<backbone>/by-content/` (`by-content-d4/` for features averaged over
+//! the 8 test-time views), in the featurize shard format, whose row ids
 //! are the tiles' content hashes (sha256 of the tile bytes). A tile whose bytes change gets a
 //! new hash, so a cached vector can never belong to other pixels.
 
-use aerial_shared::{feature_index, keys, shards, store::StoreError, Store};
+use aerial_shared::{feature_index, keys, messages::Tta, shards, store::StoreError, Store};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -22,6 +23,23 @@ struct Index {
     listed: Option<Instant>,
 }
 
+/// Which cached features: a dataset's, from a backbone, over the views of a run's `tta`.
+#[derive(Debug, Clone, Copy)]
+pub struct Space<'a> {
+    /// Dataset of the tiles.
+    pub dataset: &'a str,
+    /// Backbone name.
+    pub backbone: &'a str,
+    /// Test-time views averaged.
+    pub tta: Tta,
+}
+
+impl Space<'_> {
+    fn prefix(&self) -> String {
+        keys::feature_cache_prefix(self.dataset, self.backbone, self.tta)
+    }
+}
+
 /// Per-replica view of the cache, by (dataset, backbone).
 #[derive(Default)]
 pub struct FeatureCache {
@@ -33,11 +51,10 @@ impl FeatureCache {
     pub async fn lookup(
         &self,
         store: &Store,
-        dataset: &str,
-        backbone: &str,
+        of: Space<'_>,
         shas: &[&str],
     ) -> Result<Vec<Option<Vec<f32>>>, StoreError> {
-        let prefix = keys::feature_cache_prefix(dataset, backbone);
+        let prefix = of.prefix();
         let wanted: Vec<Option<(String, usize)>> = {
             let mut all = self.indexes.lock().await;
             let idx = all.entry(prefix.clone()).or_default();
@@ -85,8 +102,7 @@ impl FeatureCache {
     pub async fn put(
         &self,
         store: &Store,
-        dataset: &str,
-        backbone: &str,
+        of: Space<'_>,
         shas: Vec<String>,
         features: Vec<f32>,
         dim: usize,
@@ -97,10 +113,7 @@ impl FeatureCache {
         let mut sorted = shas.clone();
         sorted.sort_unstable();
         let name = hex::encode(Sha256::digest(sorted.join("\n").as_bytes()))[..32].to_string();
-        let key = format!(
-            "{}{name}.safetensors",
-            keys::feature_cache_prefix(dataset, backbone)
-        );
+        let key = format!("{}{name}.safetensors", of.prefix());
         // rows are named by the tile's sha256 already: the content is the name
         let bytes = shards::encode(&shards::Shard {
             tile_ids: shas.clone(),
@@ -115,9 +128,7 @@ impl FeatureCache {
         })?;
         store.put(&key, bytes).await?;
         let mut all = self.indexes.lock().await;
-        let idx = all
-            .entry(keys::feature_cache_prefix(dataset, backbone))
-            .or_default();
+        let idx = all.entry(of.prefix()).or_default();
         idx.shards.insert(key.clone());
         for (row, s) in shas.into_iter().enumerate() {
             idx.at.insert(s, (key.clone(), row));

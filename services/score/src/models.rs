@@ -124,6 +124,7 @@ pub async fn load(store: &Store, run: &str) -> Result<RunModel, ModelError> {
                 weights,
                 classes: descriptor.labels.len(),
                 depth: descriptor.retraining.unwrap_or(Retraining::All),
+                tta: descriptor.params.tta,
             },
             _dir: dir,
         }

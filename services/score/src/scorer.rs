@@ -2,7 +2,7 @@
 //! the inference workers, classify, write the batch's predictions, tell the coordinator, and
 //! only then let the runtime ack.
 
-use crate::feature_cache::FeatureCache;
+use crate::feature_cache::{FeatureCache, Space};
 use crate::models::{Models, RunModel, Scoring};
 use crate::written::Written;
 use aerial_featurize::backbone::{InferError, Inference};
@@ -132,11 +132,12 @@ impl Scorer {
                     .map(|(_, st, _)| st)
                     .collect();
                 let backbone = &model.descriptor.backbone;
+                let tta = model.descriptor.params.tta;
                 let computed = if misses.is_empty() {
                     Vec::new()
                 } else {
                     self.inference
-                        .features(backbone, input, misses.len())
+                        .features(backbone, tta, input, misses.len())
                         .await?
                 };
                 let dim = if misses.is_empty() {
@@ -149,7 +150,17 @@ impl Scorer {
                     let ds = &misses[0].tile.dataset;
                     if let Err(e) = self
                         .cache
-                        .put(&self.store, ds, backbone, shas, computed.clone(), dim)
+                        .put(
+                            &self.store,
+                            Space {
+                                dataset: ds,
+                                backbone,
+                                tta,
+                            },
+                            shas,
+                            computed.clone(),
+                            dim,
+                        )
                         .await
                     {
                         tracing::warn!(error = %e, "feature cache not written");
@@ -296,8 +307,11 @@ impl Scorer {
                 .cache
                 .lookup(
                     &self.store,
-                    &tiles[0].1.tile.dataset,
-                    &model.descriptor.backbone,
+                    Space {
+                        dataset: &tiles[0].1.tile.dataset,
+                        backbone: &model.descriptor.backbone,
+                        tta: model.descriptor.params.tta,
+                    },
                     &shas,
                 )
                 .await

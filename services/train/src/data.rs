@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub struct Part {
     /// Tile ids.
     pub ids: Vec<String>,
+    /// The tiles themselves, in the same order (to read their images again).
+    pub tiles: Vec<aerial_shared::messages::Tile>,
     /// Features, one row per tile.
     pub x: Array2<f64>,
     /// Label indices.
@@ -23,6 +25,9 @@ pub struct Data {
     pub train: Part,
     /// Validation rows.
     pub val: Part,
+    /// Test rows: the job's `test_frac` of the training tiles, kept out of training (empty
+    /// without one).
+    pub test: Part,
     /// Feature size.
     pub dim: usize,
     /// Labelled tiles that had no features (not featurized yet).
@@ -64,7 +69,23 @@ pub fn stratified_sample<T: Clone>(items: &[(T, usize)], frac: f64, seed: u64) -
 }
 
 /// Labelled items: (id, label index).
-type Items<T> = Vec<(T, usize)>;
+pub type Items<T> = Vec<(T, usize)>;
+
+/// Mixed into the seed of the test carve, so it is another draw than the validation hold-out.
+const TEST_SEED: u64 = 0x7e57;
+
+/// Splits the job's `test_frac` of each label's training items off as the test share
+/// (seeded, stratified; nothing without one): (train, test).
+pub fn carve_test<T: Clone + Ord>(
+    train: Items<T>,
+    test_frac: Option<f64>,
+    seed: u64,
+) -> (Items<T>, Items<T>) {
+    match test_frac {
+        Some(f) => hold_out(train, f, seed ^ TEST_SEED),
+        None => (train, Vec::new()),
+    }
+}
 
 /// Splits `frac` of each label's items (at least one, never a label's only item) off `items`,
 /// seeded: (kept, held out).
@@ -140,9 +161,11 @@ pub async fn load(
     datasets: &[String],
     backbone: &str,
     sample_frac: f64,
+    test_frac: Option<f64>,
     seed: u64,
 ) -> Result<Data, DataError> {
     let mut labelled = Vec::new();
+    let mut tiles = HashMap::new();
     let mut features = HashMap::new();
     let mut dim = 0;
     for (k, dataset) in datasets.iter().enumerate() {
@@ -163,6 +186,10 @@ pub async fn load(
             .iter()
             .map(|r| (r.id.clone(), r.sha256.clone()))
             .collect();
+        tiles.extend(
+            rows.iter()
+                .map(|r| (name(&r.id), r.to_tile(dataset, backbone))),
+        );
         labelled.extend(rows.into_iter().map(|r| (name(&r.id), r.label, r.split)));
         if labelled.len() == before {
             return Err(DataError::Unusable(format!(
@@ -220,6 +247,7 @@ pub async fn load(
             "no val split: a fifth of each label held out"
         );
     }
+    let (train, test) = carve_test(train, test_frac, seed);
     let train = stratified_sample(&train, sample_frac, seed);
     let to_part = |items: Vec<(String, usize)>| {
         let mut x = Array2::<f64>::zeros((items.len(), dim));
@@ -230,6 +258,7 @@ pub async fn load(
         }
         Part {
             y: items.iter().map(|(_, y)| *y).collect(),
+            tiles: items.iter().map(|(id, _)| tiles[id].clone()).collect(),
             ids: items.into_iter().map(|(id, _)| id).collect(),
             x,
         }
@@ -238,6 +267,7 @@ pub async fn load(
         labels,
         train: to_part(train),
         val: to_part(val),
+        test: to_part(test),
         dim,
         missing,
     })
@@ -306,5 +336,23 @@ mod tests {
             "a label's only tile stays in train"
         );
         assert_eq!(hold_out(items, 0.2, 4).1, held, "seeded");
+    }
+
+    #[test]
+    fn the_test_carve_is_seeded_stratified_and_disjoint_from_training() {
+        let items: Vec<(String, usize)> = (0..3)
+            .flat_map(|c| (0..50).map(move |i| (format!("{c}-{i:02}"), c)))
+            .collect();
+        let (train, test) = carve_test(items.clone(), Some(0.2), 42);
+        assert_eq!(train.len() + test.len(), 150);
+        for c in 0..3 {
+            assert_eq!(test.iter().filter(|(_, l)| *l == c).count(), 10);
+        }
+        assert!(test.iter().all(|t| !train.contains(t)), "no tile in both");
+        assert_eq!(carve_test(items.clone(), Some(0.2), 42).1, test, "seeded");
+        // another draw than the validation hold-out of the same seed
+        assert_ne!(hold_out(items.clone(), 0.2, 42).1, test);
+        let (all, none) = carve_test(items.clone(), None, 42);
+        assert_eq!((all.len(), none.len()), (150, 0));
     }
 }

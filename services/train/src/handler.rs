@@ -24,15 +24,28 @@ pub struct Trainer {
     store: Store,
     telemetry: Telemetry,
     finetune: Finetuner,
+    /// Backbones, for a classic run's validation over test-time views.
+    models: std::path::PathBuf,
+    threads: usize,
 }
 
 impl Trainer {
-    /// A handler over `store`; fine-tunes run through `finetune`.
-    pub fn new(store: Store, telemetry: Telemetry, finetune: Finetuner) -> Self {
+    /// A handler over `store`; fine-tunes run through `finetune`; a classic run with
+    /// test-time augmentation featurizes its validation tiles with the backbones in `models`
+    /// on `threads` threads.
+    pub fn new(
+        store: Store,
+        telemetry: Telemetry,
+        finetune: Finetuner,
+        models: std::path::PathBuf,
+        threads: usize,
+    ) -> Self {
         Self {
             store,
             telemetry,
             finetune,
+            models,
+            threads,
         }
     }
 
@@ -80,6 +93,9 @@ impl Trainer {
         if !(job.sample_frac > 0.0 && job.sample_frac <= 1.0) {
             return Outcome::Dead(format!("sample_frac {} is not in (0, 1]", job.sample_frac));
         }
+        if let Some(f) = job.test_frac.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+            return Outcome::Dead(format!("test_frac {f} is not in (0, 1)"));
+        }
         // a redelivered job whose run already finished must not make a second record
         match self
             .store
@@ -97,6 +113,7 @@ impl Trainer {
                     && d.dataset == job.dataset
                     && d.also == job.also
                     && d.params == job.params
+                    && d.test_frac == job.test_frac
                 {
                     tracing::info!(run = %job.run, "run already finished; nothing to do");
                     Outcome::Ack
@@ -165,11 +182,12 @@ impl Trainer {
                 }
             }
         }
-        let data = match data::load(
+        let mut data = match data::load(
             &self.store,
             &datasets(&job),
             &job.backbone,
             job.sample_frac,
+            job.test_frac,
             job.seed,
         )
         .await
@@ -180,12 +198,33 @@ impl Trainer {
             }
             Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
         };
-        tracing::info!(run = %job.run, train = data.train.ids.len(), val = data.val.ids.len(), dim = data.dim, without_features = data.missing, "fitting");
+        let tta = job.params.tta;
+        let views = crate::views::Featurizer {
+            store: &self.store,
+            models: &self.models,
+            backbone: &job.backbone,
+            threads: self.threads,
+        };
+        let featurized = async {
+            views.average(tta, &mut data.val).await?;
+            views.average(tta, &mut data.test).await?;
+            views.samples(tta, &data.train).await
+        };
+        let samples = match featurized.await {
+            Ok(s) => s,
+            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
+                return Outcome::Retry(e.to_string())
+            }
+            Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
+        };
+        tracing::info!(run = %job.run, train = data.train.ids.len(), val = data.val.ids.len(), test = data.test.ids.len(), views = tta.views(), dim = data.dim, without_features = data.missing, "fitting");
         let (labels, n_classes) = (data.labels.clone(), data.labels.len());
         let params = job.params.clone();
         let (method, seed) = (job.method, job.seed);
         let fit_started = Instant::now();
-        let (train_x, train_y) = (data.train.x.clone(), data.train.y.clone());
+        // with views, every view of a training tile is a sample (as inference averages them)
+        let (train_x, train_y) =
+            samples.unwrap_or_else(|| (data.train.x.clone(), data.train.y.clone()));
         let fitted = tokio::task::spawn_blocking(move || match method {
             Method::Logistic => ClassicModel::fit_logistic(
                 train_x,
@@ -228,6 +267,12 @@ impl Trainer {
             .count() as f64
             / data.train.y.len() as f64;
         let proba = model.predict_proba(data.val.x.clone());
+        let test = (!data.test.y.is_empty()).then(|| {
+            (
+                data.test.y.clone(),
+                model.predict_proba(data.test.x.clone()),
+            )
+        });
         let pred = argmax_rows(&proba);
         let eval = evaluation::evaluate(
             &labels,
@@ -248,6 +293,7 @@ impl Trainer {
             val_ids: data.val.ids.clone(),
             val_y: data.val.y.clone(),
             proba,
+            test,
             history,
             train_per_label: per_label,
             feature_dim: Some(data.dim),

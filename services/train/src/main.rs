@@ -1,7 +1,7 @@
 //! aerial-train: consumes `train.jobs` ([`TrainJob`]); fits logistic regression or a random
 //! forest on a dataset's frozen CNN features, or fine-tunes MobileNetV2 at a retraining depth
 //! (checkpointed per epoch, in segments that requeue the job), evaluates on its validation
-//! split and writes the run record under `runs/<run>/` (descriptor, model, predictions,
+//! split (and a test share when the job keeps one), with the run's test-time views, and writes the run record under `runs/<run>/` (descriptor, model, predictions,
 //! metrics, summary), then publishes `run_finished`.
 //!
 //! [`TrainJob`]: aerial_shared::messages::TrainJob
@@ -10,6 +10,7 @@ mod data;
 mod finetune;
 mod handler;
 mod record;
+mod views;
 
 use aerial_shared::{service, topology, worker};
 use std::sync::Arc;
@@ -34,6 +35,8 @@ async fn run() -> anyhow::Result<()> {
         app.store.clone(),
         app.telemetry.clone(),
         finetune,
+        app.settings.models.dir.clone(),
+        app.settings.worker.threads,
     ));
     let cfg = worker::WorkerConfig::jobs(&app.settings, "train", topology::TRAIN_JOBS);
     worker::run(

@@ -28,6 +28,8 @@ pub struct Finished {
     pub val_y: Vec<usize>,
     /// Validation probabilities `[n, labels]`.
     pub proba: Array2<f64>,
+    /// Test truth and probabilities, when the job kept a test share out.
+    pub test: Option<(Vec<usize>, Array2<f64>)>,
     /// Per-epoch history.
     pub history: Vec<EpochRecord>,
     /// Training tiles per label.
@@ -71,12 +73,17 @@ pub async fn write(
     let eval = evaluation::evaluate(&f.labels, f.val_y.iter().copied().zip(pred.iter().copied()));
     let csv = predictions_csv(&f, &pred);
     let train_tiles = f.train_per_label.iter().sum();
+    let test = f
+        .test
+        .as_ref()
+        .map(|(y, p)| evaluation::evaluate(&f.labels, y.iter().copied().zip(argmax_rows(p))));
     let metrics = RunMetrics {
         validation: eval.clone(),
         history: f.history,
         train_tiles,
         train_per_label: f.train_per_label,
         val_tiles: f.val_y.len() as u64,
+        test: test.clone(),
     };
     let descriptor = RunDescriptor::new(job, f.labels, f.feature_dim);
     let summary = RunSummary {
@@ -86,6 +93,7 @@ pub async fn write(
         retraining: descriptor.retraining,
         dataset: job.dataset.clone(),
         accuracy: eval.accuracy,
+        test_accuracy: test.as_ref().map(|t| t.accuracy),
         duration_s: f.duration_s,
         train_tiles,
         finished_at: chrono::Utc::now(),
@@ -120,6 +128,6 @@ pub async fn write(
             },
         )
         .await;
-    tracing::info!(run = %run, accuracy = eval.accuracy, secs = f.duration_s, "run finished");
+    tracing::info!(run = %run, accuracy = eval.accuracy, test_accuracy = test.map(|t| t.accuracy), secs = f.duration_s, "run finished");
     Ok(eval.accuracy)
 }

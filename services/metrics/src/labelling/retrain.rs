@@ -4,7 +4,7 @@
 use super::{fail, labels_dataset, store_error, Labelling};
 use aerial_shared::{
     keys, labels,
-    messages::{Method, ScoreJob, TrainJob, TrainParams},
+    messages::{Method, ScoreJob, TrainJob, TrainParams, Tta},
     runs::{self, RunDescriptor},
     topology,
 };
@@ -88,7 +88,11 @@ pub(super) async fn retrain(
             retraining: None,
             trees: None,
             max_depth: None,
+            // one view: test-time views multiply the featurizing of a classic run (every view
+            // of every training tile), and the correction loop must stay in seconds
+            tta: Tta::None,
         },
+        test_frac: None,
     };
     if let Err(r) = l.send(topology::TRAIN_JOBS, &tj).await {
         return r;

@@ -1,7 +1,7 @@
 //! The images of a labelled dataset for fine-tuning: decoded once per job segment and kept
 //! as 224×224 RGB bytes (≈150 KB a tile), normalised per batch after augmentation.
 
-use crate::data::{stratified_sample, DataError};
+use crate::data::{carve_test, stratified_sample, DataError};
 use aerial_shared::{
     imaging, manifest,
     messages::Tile,
@@ -34,9 +34,12 @@ pub struct Images {
     pub train: Split,
     /// Validation images.
     pub val: Split,
+    /// Test images (the job's `test_frac` of the training tiles), if it kept any out.
+    pub test: Option<Split>,
 }
 
-async fn fetch(store: &Store, items: Vec<(Tile, usize)>) -> Result<Split, DataError> {
+/// Reads and decodes the images of `items` (tile, label index), in order.
+pub async fn fetch(store: &Store, items: Vec<(Tile, usize)>) -> Result<Split, DataError> {
     let (mut ids, mut bytes, mut ys) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in items.chunks(FETCH_CHUNK) {
         let refs: Vec<&Tile> = chunk.iter().map(|(t, _)| t).collect();
@@ -75,8 +78,15 @@ async fn fetch(store: &Store, items: Vec<(Tile, usize)>) -> Result<Split, DataEr
     Ok(Split { ids, pixels, y: ys })
 }
 
-/// Loads the labelled tiles of `dataset`, keeping `frac` of each label's training tiles.
-pub async fn load(store: &Store, dataset: &str, frac: f64, seed: u64) -> Result<Images, DataError> {
+/// Loads the labelled tiles of `dataset`: the test share carved off the training tiles
+/// first (as for classic runs), then `frac` of each label's remaining training tiles.
+pub async fn load(
+    store: &Store,
+    dataset: &str,
+    frac: f64,
+    test_frac: Option<f64>,
+    seed: u64,
+) -> Result<Images, DataError> {
     let rows = manifest::load(store, dataset).await?;
     let mut labels: Vec<String> = rows
         .iter()
@@ -92,7 +102,16 @@ pub async fn load(store: &Store, dataset: &str, frac: f64, seed: u64) -> Result<
             .map(|r| (r.to_tile(dataset, ""), index(&r.label)))
             .collect()
     };
-    let train = stratified_sample(&of_split("train"), frac, seed);
+    // the carve draws on tile ids, the same draw a classic run of this dataset makes
+    let train = of_split("train");
+    let ids = train.iter().map(|(t, y)| (t.tile_id.clone(), *y)).collect();
+    let (_, test_ids) = carve_test(ids, test_frac, seed);
+    let test_ids: std::collections::HashSet<String> =
+        test_ids.into_iter().map(|(id, _)| id).collect();
+    let (test, train): (Vec<_>, Vec<_>) = train
+        .into_iter()
+        .partition(|(t, _)| test_ids.contains(&t.tile_id));
+    let train = stratified_sample(&train, frac, seed);
     let val = of_split("val");
     if train.is_empty() || val.is_empty() {
         return Err(DataError::Unusable(format!(
@@ -104,6 +123,11 @@ pub async fn load(store: &Store, dataset: &str, frac: f64, seed: u64) -> Result<
     Ok(Images {
         train: fetch(store, train).await?,
         val: fetch(store, val).await?,
+        test: if test.is_empty() {
+            None
+        } else {
+            Some(fetch(store, test).await?)
+        },
         labels,
     })
 }

@@ -7,14 +7,17 @@
 //! another job is never resumed, and a segment redelivered after a later one claimed the
 //! checkpoint is dropped.
 
-mod augment;
-mod images;
+pub(crate) mod augment;
+pub(crate) mod images;
 
 use crate::data::DataError;
 use crate::record::{self, Finished, ModelFile};
-use aerial_featurize::mobilenet::{Net, HEAD_GROUP};
+use aerial_featurize::{
+    mobilenet::{Net, HEAD_GROUP},
+    views,
+};
 use aerial_shared::{
-    messages::{EventKind, Retraining, TrainJob},
+    messages::{EventKind, Retraining, TrainJob, Tta},
     runs::{self, Checkpoint, EpochRecord},
     store::StoreError,
     worker::{DeliveryInfo, Outcome},
@@ -53,8 +56,9 @@ pub struct Finetuner {
 enum Report {
     /// An epoch ended: its record and the trained weights after it.
     Epoch(EpochRecord, Vec<u8>),
-    /// Training finished: validation probabilities and the final weights.
-    Done(Array2<f64>, Vec<u8>),
+    /// Training finished: validation probabilities, test probabilities (when the job kept a
+    /// test share) and the final weights.
+    Done(Array2<f64>, Option<Array2<f64>>, Vec<u8>),
     /// Stopped early (time up or shutdown) after the last reported epoch.
     Paused,
     /// Torch failed.
@@ -160,7 +164,14 @@ impl Finetuner {
             Ok(None) => None,
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        let images = match images::load(&self.store, &job.dataset, job.sample_frac, job.seed).await
+        let images = match images::load(
+            &self.store,
+            &job.dataset,
+            job.sample_frac,
+            job.test_frac,
+            job.seed,
+        )
+        .await
         {
             Ok(i) => i,
             Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
@@ -192,6 +203,7 @@ impl Finetuner {
         let labels = images.labels.clone();
         let val_ids = images.val.ids.clone();
         let val_y = images.val.y.clone();
+        let test_y = images.test.as_ref().map(|t| t.y.clone());
         let mut per_label = vec![0u64; labels.len()];
         images.train.y.iter().for_each(|&c| per_label[c] += 1);
         let worker = tokio::task::spawn_blocking(move || {
@@ -254,13 +266,14 @@ impl Finetuner {
                         )
                         .await;
                 }
-                Report::Done(proba, w) => {
+                Report::Done(proba, test_proba, w) => {
                     elapsed += segment_started.elapsed().as_secs_f64();
                     let f = Finished {
                         labels: labels.clone(),
                         val_ids: val_ids.clone(),
                         val_y: val_y.clone(),
                         proba,
+                        test: test_y.clone().zip(test_proba),
                         history: history.clone(),
                         train_per_label: per_label.clone(),
                         feature_dim: None,
@@ -386,7 +399,8 @@ fn train(
                 .int64_value(&[]);
         }
         let secs = started.elapsed().as_secs_f64();
-        let proba = evaluate(&net, &images.val.pixels, device);
+        // each epoch's record: one view; the run's result below: its test-time views
+        let proba = evaluate(&net, &images.val.pixels, device, Tta::None);
         let pred = aerial_shared::classifier::argmax_rows(&proba);
         let right = pred
             .iter()
@@ -405,20 +419,42 @@ fn train(
         let w = std::fs::read(&ckpt).map_err(|e| tch::TchError::FileFormat(e.to_string()))?;
         let _ = tx.send(Report::Epoch(rec, w.clone()));
         if epoch == p.epochs {
-            let _ = tx.send(Report::Done(proba, w));
+            let _ = tx.send(finish(&net, images, device, p.tta, Some(proba), w));
             return Ok(());
         }
     }
     // every epoch was done before this delivery (crash after the last checkpoint)
-    let proba = evaluate(&net, &images.val.pixels, device);
     net.trained.save(&ckpt)?;
     let w = std::fs::read(&ckpt).map_err(|e| tch::TchError::FileFormat(e.to_string()))?;
-    let _ = tx.send(Report::Done(proba, w));
+    let _ = tx.send(finish(&net, images, device, p.tta, None, w));
     Ok(())
 }
 
-/// Class probabilities of `[n, 224, 224, 3]` u8 images, eval mode, no augmentation.
-fn evaluate(net: &Net, pixels: &Tensor, device: Device) -> Array2<f64> {
+/// The run's result: validation (and test) probabilities with the run's test-time views, as
+/// score and `aerial evaluate` will give them (`one_view`: the last epoch's single-view
+/// validation pass, reused when the run has no augmentation).
+fn finish(
+    net: &Net,
+    images: &Images,
+    device: Device,
+    tta: Tta,
+    one_view: Option<Array2<f64>>,
+    w: Vec<u8>,
+) -> Report {
+    let val = match one_view {
+        Some(p) if tta.is_none() => p,
+        _ => evaluate(net, &images.val.pixels, device, tta),
+    };
+    let test = images
+        .test
+        .as_ref()
+        .map(|t| evaluate(net, &t.pixels, device, tta));
+    Report::Done(val, test, w)
+}
+
+/// Class probabilities of `[n, 224, 224, 3]` u8 images, eval mode, averaged over the views
+/// `tta` asks for.
+fn evaluate(net: &Net, pixels: &Tensor, device: Device, tta: Tta) -> Array2<f64> {
     let n = pixels.size()[0];
     let mut rows: Vec<f64> = Vec::new();
     let mut classes = 0;
@@ -427,11 +463,13 @@ fn evaluate(net: &Net, pixels: &Tensor, device: Device) -> Array2<f64> {
         while start < n {
             let len = EVAL_BATCH.min(n - start);
             let x = augment::normalise(&augment::to_unit(&pixels.narrow(0, start, len)));
-            let p = net
-                .forward(&augment::on(x, device), false)
-                .softmax(-1, Kind::Float)
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Double);
+            let x = augment::on(x, device);
+            let p = views::mean_over(&x, tta, |v| {
+                Ok::<_, std::convert::Infallible>(net.forward(v, false).softmax(-1, Kind::Float))
+            })
+            .unwrap_or_else(|e| match e {})
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double);
             classes = p.size()[1] as usize;
             rows.extend(Vec::<f64>::try_from(p.contiguous().view([-1])).expect("double tensor"));
             start += len;
