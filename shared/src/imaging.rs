@@ -134,12 +134,16 @@ pub fn resize_to_input(img: &RgbImage) -> RgbImage {
 
 /// Normalises an RGB image of any size into CHW floats with ImageNet mean/std.
 pub fn chw_normalised(img: &RgbImage) -> Vec<f32> {
-    let (w, h) = img.dimensions();
-    let plane = (w * h) as usize;
+    chw_normalised_raw(img.as_raw())
+}
+
+/// [`chw_normalised`] of interleaved RGB bytes.
+pub fn chw_normalised_raw(raw: &[u8]) -> Vec<f32> {
+    let plane = raw.len() / 3;
     let mut out = vec![0f32; 3 * plane];
-    for (i, px) in img.pixels().enumerate() {
+    for (i, px) in raw.chunks_exact(3).enumerate() {
         for c in 0..3 {
-            out[c * plane + i] = (f32::from(px.0[c]) / 255.0 - MEAN[c]) / STD[c];
+            out[c * plane + i] = (f32::from(px[c]) / 255.0 - MEAN[c]) / STD[c];
         }
     }
     out

@@ -351,6 +351,12 @@ pub struct TrainParams {
     /// `aerial evaluate`); absent = none.
     #[serde(default, skip_serializing_if = "Tta::is_none")]
     pub tta: Tta,
+    /// Schema 2: train (and validate, test, evaluate) on images box-downsampled to this many
+    /// pixels a side before the resize to the network's 224, so the classifier learns at the
+    /// ground resolution of the imagery it will map (45 for 225 m tiles at 5 m/px); absent =
+    /// the images as they are. Score feeds the mapped tiles as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degrade_px: Option<u32>,
 }
 
 /// Test-time augmentation: which views of a tile the model sees at inference. Aerial
@@ -546,7 +552,8 @@ impl Message for Tile {
 impl Message for TrainJob {
     const NAME: &'static str = "train_job";
     fn schema_version(&self) -> u32 {
-        if self.params.tta.is_none() && self.test_frac.is_none() {
+        if self.params.tta.is_none() && self.test_frac.is_none() && self.params.degrade_px.is_none()
+        {
             1
         } else {
             2
@@ -693,6 +700,7 @@ mod tests {
                 trees: None,
                 max_depth: None,
                 tta: Tta::None,
+                degrade_px: None,
             },
             test_frac: None,
         };
@@ -714,6 +722,17 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&encode(&held)).unwrap();
         assert_eq!(v["schema_version"], 2);
+        let mut coarse = held.clone();
+        coarse.test_frac = None;
+        coarse.params.degrade_px = Some(45);
+        let v: serde_json::Value = serde_json::from_slice(&encode(&coarse)).unwrap();
+        assert_eq!(
+            (
+                v["schema_version"].as_u64(),
+                v["params"]["degrade_px"].as_u64()
+            ),
+            (Some(2), Some(45))
+        );
         assert_eq!(Tta::D4.views(), 8);
     }
 

@@ -49,6 +49,9 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
         // its result is validated over the 8 test-time views, as `aerial evaluate` scores
         "--tta",
         "d4",
+        // and at a coarser resolution, which evaluate applies too
+        "--degrade-px",
+        "64",
         "--no-wait",
     ]);
     assert!(ok, "{out}");
@@ -152,7 +155,7 @@ async fn killed_finetune_resumes_from_its_checkpoint() {
     let acc = e["accuracy"].as_f64().unwrap();
     assert!(
         (acc - summary.accuracy).abs() < 1e-9,
-        "evaluate on the validation folder (8 views, as the run's validation) gives the run's validation accuracy: {acc} vs {}",
+        "evaluate on the validation folder (8 views at 64 px, as the run's validation) gives the run's validation accuracy: {acc} vs {}",
         summary.accuracy
     );
     second.terminate();

@@ -193,10 +193,59 @@ async fn sample_frac_is_stratified_and_runs_are_recorded_once() {
         "evaluate uses the run's views, as its validation did"
     );
 
+    // at a coarser ground resolution: the same 18 training tiles, every part's features from
+    // images degraded to 45 px; the descriptor says so and evaluate degrades alike
+    let (ok, out) = iso.cli(&[
+        "train",
+        "--name",
+        "coarse",
+        "--dataset",
+        "tiny",
+        "--method",
+        "logistic",
+        "--test-frac",
+        "0.25",
+        "--degrade-px",
+        "45",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("on 18 training tiles"), "{out}");
+    let d: runs::RunDescriptor =
+        serde_json::from_str(&get("coarse", runs::DESCRIPTOR).await).unwrap();
+    assert_eq!(d.params.degrade_px, Some(45));
+    assert_ne!(
+        get("coarse", runs::PREDICTIONS).await,
+        get("one-view", runs::PREDICTIONS).await,
+        "degraded images give other features and probabilities"
+    );
+    let (ok, out) = iso.cli(&[
+        "evaluate",
+        "--run",
+        "coarse",
+        dir.path().join("val").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("images degraded to 45 px"), "{out}");
+    let (ok, out) = iso.cli(&[
+        "train",
+        "--name",
+        "bad",
+        "--dataset",
+        "tiny",
+        "--method",
+        "logistic",
+        "--degrade-px",
+        "300",
+    ]);
+    assert!(
+        !ok && out.contains("--degrade-px must be in 8..224"),
+        "{out}"
+    );
+
     let (ok, out) = iso.cli(&["runs", "--json"]);
     assert!(ok, "{out}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 5);
     assert!(rows
         .iter()
         .any(|r| r["name"] == "d4" && r["test_accuracy"].as_f64() == Some(test.accuracy)));

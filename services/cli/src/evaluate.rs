@@ -2,7 +2,7 @@
 //! run's model on this machine, through the same preprocessing as featurize and score, and
 //! reports accuracy, per-class precision/recall/F1 and the confusion matrix.
 
-use aerial_featurize::{backbone, mobilenet::Net, views};
+use aerial_featurize::{backbone, mobilenet::Net, resolution, views};
 use aerial_shared::{
     classifier::{argmax_rows, ClassicModel},
     evaluation::{self, Evaluation},
@@ -122,6 +122,17 @@ async fn load_model(
     })
 }
 
+/// An image file preprocessed as score does, first degraded to the run's training
+/// resolution when it has one (as its validation images were).
+fn input_of(bytes: &[u8], degrade_px: Option<u32>) -> anyhow::Result<Vec<f32>> {
+    let Some(px) = degrade_px else {
+        return Ok(imaging::load_tensor(bytes)?);
+    };
+    let raw = imaging::resize_to_input(&imaging::decode_rgb(bytes)?).into_raw();
+    let raw = resolution::degrade_rgb(&raw, imaging::INPUT_SIZE, px)?;
+    Ok(imaging::chw_normalised_raw(&raw))
+}
+
 /// Evaluates `run` on the labelled folder `dir`.
 pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyhow::Result<()> {
     aerial_shared::keys::validate_run_name(run)?;
@@ -138,7 +149,7 @@ pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyh
         let mut input = Vec::with_capacity(chunk.len() * 3 * 224 * 224);
         for (path, _) in chunk {
             let bytes = std::fs::read(path)?;
-            let x = imaging::load_tensor(&bytes)
+            let x = input_of(&bytes, d.params.degrade_px)
                 .with_context(|| format!("{}: cannot be read", path.display()))?;
             input.extend_from_slice(&x);
         }
@@ -150,10 +161,14 @@ pub async fn run(settings: &Settings, run: &str, dir: &Path, json: bool) -> anyh
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         println!(
-            "run {run} ({} on {}, test-time views {}) on {}: {} images",
+            "run {run} ({} on {}, test-time views {}{}) on {}: {} images",
             d.method.as_str(),
             d.backbone,
             d.params.tta.views(),
+            d.params
+                .degrade_px
+                .map(|px| format!(", images degraded to {px} px"))
+                .unwrap_or_default(),
             dir.display(),
             e.total
         );

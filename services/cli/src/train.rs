@@ -85,6 +85,11 @@ pub struct TrainArgs {
     /// Test-time augmentation the run's model is validated, scored and evaluated with.
     #[arg(long, value_enum, default_value = "none")]
     tta: TtaArg,
+    /// Train at a coarser ground resolution: every image box-downsampled to PX pixels a side
+    /// before the resize to 224 (45 for the 225 m tiles of 5 m/px imagery), so the classifier
+    /// learns what score will feed it; validation, test and `aerial evaluate` use the same.
+    #[arg(long, value_name = "PX")]
+    degrade_px: Option<u32>,
     /// Keep this seeded share of each label's training tiles out of training and of model
     /// choice, and report the run's accuracy on it apart (the honest estimate for unseen
     /// images when hyper-parameters were chosen on the validation split).
@@ -146,6 +151,7 @@ fn job(a: &TrainArgs) -> TrainJob {
                 TtaArg::None => Tta::None,
                 TtaArg::D4 => Tta::D4,
             },
+            degrade_px: a.degrade_px,
         },
         test_frac: a.test_frac,
     }
@@ -161,6 +167,10 @@ pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.test_frac.is_none_or(|f| f > 0.0 && f < 1.0),
         "--test-frac must be in (0, 1)"
+    );
+    anyhow::ensure!(
+        args.degrade_px.is_none_or(|px| (8..224).contains(&px)),
+        "--degrade-px must be in 8..224 (the network reads 224 px)"
     );
     let job = job(&args);
     println!("train job: {}", serde_json::to_string(&job)?);

@@ -5,4 +5,5 @@
 pub mod backbone;
 pub mod frozen;
 pub mod mobilenet;
+pub mod resolution;
 pub mod views;

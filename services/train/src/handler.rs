@@ -96,6 +96,9 @@ impl Trainer {
         if let Some(f) = job.test_frac.filter(|f| !(*f > 0.0 && *f < 1.0)) {
             return Outcome::Dead(format!("test_frac {f} is not in (0, 1)"));
         }
+        if let Some(px) = job.params.degrade_px.filter(|px| !(8..224).contains(px)) {
+            return Outcome::Dead(format!("degrade_px {px} is not in 8..224"));
+        }
         // a redelivered job whose run already finished must not make a second record
         match self
             .store
@@ -204,6 +207,7 @@ impl Trainer {
             models: &self.models,
             backbone: &job.backbone,
             threads: self.threads,
+            degrade_px: job.params.degrade_px,
         };
         let featurized = async {
             views.average(tta, &mut data.val).await?;

@@ -1,14 +1,15 @@
-//! A classic run's features over its test-time views. Featurize stores one view of every
-//! tile; a run with test-time augmentation is scored on features averaged over the 8
+//! A classic run's features over its test-time views and at its training resolution.
+//! Featurize stores one full-resolution view of every tile; a run with test-time augmentation is scored on features averaged over the 8
 //! symmetries of the square, so its validation and test shares are measured on those, and its
 //! classifier learns from every view of every training tile as a sample of its own (measured in
 //! bench/tta_probe.py: 0.9304 on validation, against 0.9232 for training on averaged features
 //! and 0.9179 for one-view training). They are computed here from the tiles' images, with the
-//! backbone that score and `aerial evaluate` use.
+//! backbone that score and `aerial evaluate` use. A run with `degrade_px` gets all its
+//! features (training, validation, test) from images degraded to that resolution.
 
 use crate::data::{DataError, Part};
 use crate::finetune::{augment, images};
-use aerial_featurize::backbone;
+use aerial_featurize::{backbone, resolution};
 use aerial_shared::{messages::Tta, Store};
 use ndarray::{concatenate, Array2, Axis};
 use std::path::{Path, PathBuf};
@@ -27,13 +28,20 @@ pub struct Featurizer<'a> {
     pub backbone: &'a str,
     /// CPU threads.
     pub threads: usize,
+    /// The run's `degrade_px`: images box-downsampled to this side first.
+    pub degrade_px: Option<u32>,
 }
 
 impl Featurizer<'_> {
+    /// Whether the stored one-view, full-resolution features serve as they are.
+    fn stored_serve(&self, tta: Tta, part: &Part) -> bool {
+        part.tiles.is_empty() || (tta.is_none() && self.degrade_px.is_none())
+    }
+
     /// Replaces `part`'s features by the backbone's features averaged over `tta`'s views of
-    /// its tiles' images (nothing to do without views).
+    /// its tiles' images, degraded to the run's resolution (nothing to do without either).
     pub async fn average(&self, tta: Tta, part: &mut Part) -> Result<(), DataError> {
-        if part.tiles.is_empty() || tta.is_none() {
+        if self.stored_serve(tta, part) {
             return Ok(());
         }
         let views = self.each_view(tta, part).await?;
@@ -46,13 +54,13 @@ impl Featurizer<'_> {
     }
 
     /// `part`'s training rows with every one of `tta`'s views a sample of its own: features
-    /// `[views × n, dim]` and their labels (`None` without views: the stored features serve).
+    /// `[views × n, dim]` and their labels (`None` when the stored features serve).
     pub async fn samples(
         &self,
         tta: Tta,
         part: &Part,
     ) -> Result<Option<(Array2<f64>, Vec<usize>)>, DataError> {
-        if part.tiles.is_empty() || tta.is_none() {
+        if self.stored_serve(tta, part) {
             return Ok(None);
         }
         let views = self.each_view(tta, part).await?;
@@ -73,10 +81,11 @@ impl Featurizer<'_> {
             .zip(part.y.iter().copied())
             .collect();
         let pixels = images::fetch(self.store, items).await?.pixels;
-        let (models, name, threads) = (
+        let (models, name, threads, degrade_px) = (
             PathBuf::from(self.models),
             self.backbone.to_string(),
             self.threads,
+            self.degrade_px,
         );
         let views = tokio::task::spawn_blocking(move || {
             tch::set_num_threads(threads.max(1) as i32);
@@ -85,7 +94,10 @@ impl Featurizer<'_> {
             let n = pixels.size()[0];
             let mut views = vec![Vec::new(); tta.views()];
             for start in (0..n).step_by(STEP as usize) {
-                let step = pixels.narrow(0, start, STEP.min(n - start));
+                let mut step = pixels.narrow(0, start, STEP.min(n - start));
+                if let Some(px) = degrade_px {
+                    step = resolution::degrade_pixels(&step, px);
+                }
                 let x = augment::normalise(&augment::to_unit(&step))
                     .to_kind(Kind::Float)
                     .contiguous();

@@ -91,6 +91,8 @@ pub(super) async fn retrain(
             // one view: test-time views multiply the featurizing of a classic run (every view
             // of every training tile), and the correction loop must stay in seconds
             tta: Tta::None,
+            // the resolution the map being corrected was learnt at
+            degrade_px: d.params.degrade_px,
         },
         test_frac: None,
     };

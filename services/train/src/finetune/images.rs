@@ -26,6 +26,13 @@ pub struct Split {
     pub y: Vec<usize>,
 }
 
+impl Split {
+    /// Every image degraded to `px` a side (the run's `degrade_px`).
+    pub fn degrade(&mut self, px: u32) {
+        self.pixels = aerial_featurize::resolution::degrade_pixels(&self.pixels, px);
+    }
+}
+
 /// Train (sampled) and validation images over the sorted label list.
 pub struct Images {
     /// Labels, sorted; index = class.

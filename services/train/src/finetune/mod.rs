@@ -207,6 +207,16 @@ impl Finetuner {
         let mut per_label = vec![0u64; labels.len()];
         images.train.y.iter().for_each(|&c| per_label[c] += 1);
         let worker = tokio::task::spawn_blocking(move || {
+            let mut images = images;
+            if let Some(px) = j.params.degrade_px {
+                // every split, so validation and test measure what training learnt to read
+                let splits = [
+                    Some(&mut images.train),
+                    Some(&mut images.val),
+                    images.test.as_mut(),
+                ];
+                splits.into_iter().flatten().for_each(|s| s.degrade(px));
+            }
             let r = train(
                 &j,
                 &images,
