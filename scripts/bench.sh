@@ -2,7 +2,7 @@
 # make bench: featurize throughput three ways on the same images and thread count, and the
 # service's memory over a long run; score throughput with 1 and 2 replicas and a long
 # county-sized job. Each part writes bench/results/<part>.md; BENCHMARKS.md is assembled
-# from them. BENCH_ONLY=featurize|score|scene|classifiers runs one part and keeps the others' last
+# from them. BENCH_ONLY=featurize|views|score|scene|classifiers runs one part and keeps the others' last
 # results; the GPU section comes from make gpu-check (bench/results/gpu.md).
 #   (a) plain Python: PIL decode + resize + the same TorchScript model, batch 32
 #   (b) our featurize service end to end: tiles in S3 -> RabbitMQ -> feature shards in S3
@@ -51,8 +51,6 @@ for round in 1 2 3; do
   DS+=("$(./target/debug/aerial-featurize bench-decode "$N_SHORT" "${IMAGES[@]}")")
 done
 A=$(median "${AS[@]}"); C=$(median "${CS[@]}"); D=$(median "${DS[@]}"); E=$(median "${ES[@]}")
-# what a run trained with --tta d4 costs at score time: the backbone over the 8 views
-C8=$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$((N_SHORT / 4))" "$THREADS" d4)
 echo "[bench] (a) ${AS[*]} (e) ${ES[*]} (c) ${CS[*]} (d) ${DS[*]} tiles/s; medians $A $E $C $D"
 
 echo "[bench] (b) service end to end, $N tiles"
@@ -108,7 +106,6 @@ the same file frozen (BatchNorm folded into the convolutions) and passed through
 | (b) our featurize service end to end: S3 → RabbitMQ → decode → backbone → shard in S3 ($N tiles) | $B |
 | (c) our backbone alone on pre-made tensors ($N_SHORT images; median of ${CS[*]}) | $C |
 | (d) our decode + resize + normalise alone, one thread ($N_SHORT images; median of ${DS[*]}) | $D |
-| (c8) (c) with the 8 test-time views of \`--tta d4\` averaged, tiles/s ($((N_SHORT / 4)) tiles, one run): the inference cost of a run with views | $C8 |
 | (e) the strongest peer script: (a)'s decode + resize, the same model exported to ONNX (largest difference from the TorchScript output on a random batch: $ONNX_DIFF), ONNX Runtime $ORT_VERSION, $THREADS intra-op threads, batch 32 ($N_SHORT images; median of ${ES[*]}) | $E |
 | **b / a** (service / python; target ≥ 1.3) | **$BA** |
 | **b / best peer** (service / max(a, e); goal ≥ 1.5, floor 1.2) | **$BP** |
@@ -123,6 +120,31 @@ CPU seconds per 1,000 tiles during (b) (user + system; the machine offers $CPU_W
 in that time): featurize service $CPU_F, RabbitMQ $CPU_R, SeaweedFS $CPU_W.
 
 Service memory (RSS) over the $N-tile run: ${RSS0} MiB after 1,000 tiles, ${RSS1} MiB at the end.
+
+MD
+fi
+
+if [ "$PART" = all ] || [ "$PART" = views ]; then
+  # what a run trained with --tta d4 costs at inference: the backbone over the 8 views,
+  # beside one view, interleaved, medians of 3
+  V=$((N_SHORT / 4)); V1S=(); V8S=()
+  for round in 1 2 3; do
+    V1S+=("$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$V" "$THREADS")")
+    V8S+=("$(./target/debug/aerial-featurize bench-backbone "$MODELS" "$V" "$THREADS" d4)")
+  done
+  med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+  V1=$(med "${V1S[@]}"); V8=$(med "${V8S[@]}")
+  cat > bench/results/views.md <<MD
+## Test-time views
+
+Measured $(date -u +%Y-%m-%d). Our backbone alone ((c) above: MobileNetV2, $THREADS single-threaded
+workers, pre-made tensors), $V tiles, interleaved, medians of 3.
+
+| measure | tiles/s |
+|---|---:|
+| one view (a run without views; median of ${V1S[*]}) | $V1 |
+| the 8 symmetries of the square averaged (\`--tta d4\`; median of ${V8S[*]}) | $V8 |
+| **one view / 8 views** (the inference cost of views; 8 expected) | **$(python3 -c "print(f'{$V1/$V8:.2f}')")** |
 
 MD
 fi
@@ -146,7 +168,7 @@ fi
 
 # when each part last ran (a BENCH_ONLY run keeps the others' dates with their results)
 touch bench/results/when.txt
-for p in featurize score scene classifiers; do
+for p in featurize views score scene classifiers; do
   if [ "$PART" = all ] || [ "$PART" = "$p" ]; then
     { grep -v "^$p " bench/results/when.txt || true; echo "$p $(date -u +%Y-%m-%d)"; } > bench/results/when.new
     mv bench/results/when.new bench/results/when.txt
@@ -163,7 +185,7 @@ Machine: $CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, no G
 GPU: see the last section (\`make gpu-check\`, run on a lent CUDA machine; the Rust services' CUDA path itself is not measured there).
 
 MD
-for f in featurize score scene classifiers; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
+for f in featurize views score scene classifiers; do [ -f "bench/results/$f.md" ] && cat "bench/results/$f.md"; done
 if [ -f bench/results/gpu.md ]; then printf '## GPU\n\n'; cat bench/results/gpu.md; fi
 } > BENCHMARKS.md
 cat BENCHMARKS.md
