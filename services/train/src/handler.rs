@@ -221,6 +221,12 @@ impl Trainer {
             }
             Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
         };
+        if let Some((x, _)) = &samples {
+            // the training loss and error are reported on the first view, at the run's
+            // resolution: the images the classifier learnt from, not the stored features
+            let n = data.train.y.len();
+            data.train.x = x.slice(ndarray::s![..n, ..]).to_owned();
+        }
         tracing::info!(run = %job.run, train = data.train.ids.len(), val = data.val.ids.len(), test = data.test.ids.len(), views = tta.views(), dim = data.dim, without_features = data.missing, "fitting");
         let (labels, n_classes) = (data.labels.clone(), data.labels.len());
         let params = job.params.clone();
