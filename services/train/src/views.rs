@@ -118,10 +118,10 @@ impl Featurizer<'_> {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .expect("featurizing does not panic")
-        .map_err(|e| {
-            DataError::Unusable(format!("test-time views of {} tiles: {e}", part.ids.len()))
-        })?;
+        // torch failing here (a model file missing on this replica, CUDA out of memory) is
+        // this replica's trouble, not the job's: retried, not dead-lettered
+        .map_err(|e| DataError::Transient(format!("featurizing the views stopped: {e}")))?
+        .map_err(|e| DataError::Transient(format!("views of {} tiles: {e}", part.ids.len())))?;
         if views[0].dim() != part.x.dim() {
             return Err(DataError::Unusable(format!(
                 "test-time features are {:?}, the stored ones {:?}",

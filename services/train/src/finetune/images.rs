@@ -109,9 +109,12 @@ pub async fn load(
             .map(|r| (r.to_tile(dataset, ""), index(&r.label)))
             .collect()
     };
-    // the carve draws on tile ids, the same draw a classic run of this dataset makes
+    // the carve draws on sorted tile ids, the same draw a classic run of this dataset makes
+    // (data::load sorts them too: the draw depends on their order)
     let train = of_split("train");
-    let ids = train.iter().map(|(t, y)| (t.tile_id.clone(), *y)).collect();
+    let mut ids: Vec<(String, usize)> =
+        train.iter().map(|(t, y)| (t.tile_id.clone(), *y)).collect();
+    ids.sort();
     let (_, test_ids) = carve_test(ids, test_frac, seed);
     let test_ids: std::collections::HashSet<String> =
         test_ids.into_iter().map(|(id, _)| id).collect();
