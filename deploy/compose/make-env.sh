@@ -3,6 +3,8 @@
 set -euo pipefail
 rand() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c "$1"; }
 cat <<ENV
+# the project name (docker-compose 1.29 has no top-level name: in the file)
+COMPOSE_PROJECT_NAME=aerial
 AERIAL_AMQP_ADMIN_USER=aerial-admin
 AERIAL_AMQP_ADMIN_PASSWORD=$(rand 32)
 AERIAL_AMQP_USER=aerial

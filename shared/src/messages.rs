@@ -357,6 +357,15 @@ pub struct TrainParams {
     /// the images as they are. Score feeds the mapped tiles as they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degrade_px: Option<u32>,
+    /// Schema 2: label smoothing of a fine-tune's cross-entropy (the share of each target
+    /// spread evenly over the classes); absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// Schema 2: mixup for a fine-tune: each batch is blended with a shuffled copy of itself,
+    /// weights drawn from Beta(α, α), and the loss is blended alike; the value is α; absent =
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixup: Option<f64>,
 }
 
 /// Test-time augmentation: which views of a tile the model sees at inference. Aerial
@@ -552,7 +561,12 @@ impl Message for Tile {
 impl Message for TrainJob {
     const NAME: &'static str = "train_job";
     fn schema_version(&self) -> u32 {
-        if self.params.tta.is_none() && self.test_frac.is_none() && self.params.degrade_px.is_none()
+        let p = &self.params;
+        if p.tta.is_none()
+            && self.test_frac.is_none()
+            && p.degrade_px.is_none()
+            && p.label_smoothing.is_none()
+            && p.mixup.is_none()
         {
             1
         } else {
@@ -701,6 +715,8 @@ mod tests {
                 max_depth: None,
                 tta: Tta::None,
                 degrade_px: None,
+                label_smoothing: None,
+                mixup: None,
             },
             test_frac: None,
         };

@@ -95,6 +95,13 @@ pub struct TrainArgs {
     /// images when hyper-parameters were chosen on the validation split).
     #[arg(long)]
     test_frac: Option<f64>,
+    /// Fine-tune: spread this share of each target evenly over the classes (0.1 is usual).
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f64>,
+    /// Fine-tune: blend each batch with a shuffled copy of itself, weights from Beta(α, α)
+    /// (0.2 is usual).
+    #[arg(long, value_name = "ALPHA")]
+    mixup: Option<f64>,
     /// Return after publishing.
     #[arg(long)]
     no_wait: bool,
@@ -152,6 +159,8 @@ fn job(a: &TrainArgs) -> TrainJob {
                 TtaArg::D4 => Tta::D4,
             },
             degrade_px: a.degrade_px,
+            label_smoothing: a.label_smoothing,
+            mixup: a.mixup,
         },
         test_frac: a.test_frac,
     }
@@ -171,6 +180,19 @@ pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.degrade_px.is_none_or(|px| (8..224).contains(&px)),
         "--degrade-px must be in 8..224 (the network reads 224 px)"
+    );
+    anyhow::ensure!(
+        args.label_smoothing.is_none_or(|e| (0.0..1.0).contains(&e)),
+        "--label-smoothing must be in [0, 1)"
+    );
+    anyhow::ensure!(
+        args.mixup.is_none_or(|a| a > 0.0 && a.is_finite()),
+        "--mixup must be a positive alpha"
+    );
+    anyhow::ensure!(
+        (args.label_smoothing.is_none() && args.mixup.is_none())
+            || matches!(args.method, MethodArg::Finetune),
+        "--label-smoothing and --mixup apply to --method finetune"
     );
     let job = job(&args);
     println!("train job: {}", serde_json::to_string(&job)?);

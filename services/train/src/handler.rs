@@ -99,6 +99,16 @@ impl Trainer {
         if let Some(px) = job.params.degrade_px.filter(|px| !(8..224).contains(px)) {
             return Outcome::Dead(format!("degrade_px {px} is not in 8..224"));
         }
+        if let Some(e) = job
+            .params
+            .label_smoothing
+            .filter(|e| !(0.0..1.0).contains(e))
+        {
+            return Outcome::Dead(format!("label_smoothing {e} is not in [0, 1)"));
+        }
+        if let Some(a) = job.params.mixup.filter(|a| !(*a > 0.0 && a.is_finite())) {
+            return Outcome::Dead(format!("mixup alpha {a} is not a positive number"));
+        }
         // a redelivered job whose run already finished must not make a second record
         match self
             .store

@@ -93,6 +93,8 @@ pub(super) async fn retrain(
             tta: Tta::None,
             // the resolution the map being corrected was learnt at
             degrade_px: d.params.degrade_px,
+            label_smoothing: None,
+            mixup: None,
         },
         test_frac: None,
     };

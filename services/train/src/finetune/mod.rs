@@ -366,6 +366,7 @@ fn train(
     .build(&net.trained, p.lr)?;
     let n = images.train.ids.len() as i64;
     let batch = i64::from(p.batch.max(1));
+    let recipe = augment::Recipe::of(p);
     let y_all = Tensor::from_slice(&images.train.y.iter().map(|&v| v as i64).collect::<Vec<_>>());
     for epoch in first..=p.epochs {
         // at least one epoch per delivery, so the run always moves forward
@@ -398,8 +399,9 @@ fn train(
             let x = augment::normalise(&augment::augment(&x, &mut rng));
             let y = y_all.index_select(0, &idx);
             let (x, y) = (augment::on(x, device), augment::on(y, device));
+            let (x, mix) = recipe.mix(x, &mut rng);
             let logits = net.forward(&x, true);
-            let loss = logits.cross_entropy_for_logits(&y);
+            let loss = recipe.loss(&logits, &y, mix.as_ref());
             opt.backward_step(&loss);
             loss_sum += loss.double_value(&[]) * chunk.len() as f64;
             wrong += logits
