@@ -31,11 +31,11 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
 }
 
-/// Loads settings (`$AERIAL_CONFIG` + `AERIAL__*`), installs logs, serves health and metrics
-/// (plus `extra` routes), and prepares the store. The bucket is created lazily by
-/// [`App::ensure_bucket`] so a service starts even while the store is down.
-pub async fn start(name: &'static str, extra: Option<Router>) -> Result<App, StartError> {
-    start_with_routes(name, |_, _, _| extra.unwrap_or_default()).await
+/// Loads settings (`$AERIAL_CONFIG` + `AERIAL__*`), installs logs, serves health and metrics,
+/// and prepares the store. The bucket is created lazily by [`App::ensure_bucket`] so a
+/// service starts even while the store is down.
+pub async fn start(name: &'static str) -> Result<App, StartError> {
+    start_with_routes(name, |_, _, _| Router::new()).await
 }
 
 /// Like [`start`], with extra HTTP routes built from the settings, store and telemetry

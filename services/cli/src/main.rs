@@ -4,6 +4,7 @@ mod accuracy;
 mod evaluate;
 mod features;
 mod ingest;
+mod resolution;
 mod schemas;
 mod score;
 mod status;

@@ -88,8 +88,13 @@ pub struct TrainArgs {
     /// Train at a coarser ground resolution: every image box-downsampled to PX pixels a side
     /// before the resize to 224 (45 for the 225 m tiles of 5 m/px imagery), so the classifier
     /// learns what score will feed it; validation, test and `aerial evaluate` use the same.
-    #[arg(long, value_name = "PX")]
+    #[arg(long, value_name = "PX", conflicts_with = "degrade_for")]
     degrade_px: Option<u32>,
+    /// Train at the resolution of a scene dataset this run will map: --degrade-px becomes
+    /// the side of its tiles (45 for the region's 224 m tiles at 5 m/px; tiles of 224 px or
+    /// more leave the images as they are).
+    #[arg(long, value_name = "DATASET")]
+    degrade_for: Option<String>,
     /// Keep this seeded share of each label's training tiles out of training and of model
     /// choice, and report the run's accuracy on it apart (the honest estimate for unseen
     /// images when hyper-parameters were chosen on the validation split).
@@ -194,10 +199,25 @@ pub async fn run(settings: &Settings, args: TrainArgs) -> anyhow::Result<()> {
             || matches!(args.method, MethodArg::Finetune),
         "--label-smoothing and --mixup apply to --method finetune"
     );
-    let job = job(&args);
-    println!("train job: {}", serde_json::to_string(&job)?);
     let store = Store::connect(&settings.s3).await;
     store.ensure_bucket().await?;
+    let mut args = args;
+    if let Some(target) = &args.degrade_for {
+        let r = crate::resolution::of_dataset(&store, target).await?;
+        args.degrade_px = r.degrade_px();
+        println!(
+            "{target}: tiles of {} px for {:.0} m ({:.2} m/px): {}",
+            r.px,
+            r.metres,
+            r.metres / f64::from(r.px),
+            match args.degrade_px {
+                Some(px) => format!("training at {px} px"),
+                None => "training on the images as they are".into(),
+            }
+        );
+    }
+    let job = job(&args);
+    println!("train job: {}", serde_json::to_string(&job)?);
     if store.exists(&runs::key(&job.run, runs::SUMMARY)).await? {
         println!("run {} already exists; its results:", job.run);
         return print_run(&store, &job.run).await;

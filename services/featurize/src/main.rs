@@ -28,7 +28,7 @@ async fn run() -> anyhow::Result<()> {
         Some("bench-decode") => return bench_decode(&args[2..]),
         _ => {}
     }
-    let app = service::start("featurize", None).await?;
+    let app = service::start("featurize").await?;
     if !app.ensure_bucket().await {
         return Ok(());
     }

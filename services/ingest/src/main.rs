@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let app = service::start("ingest", None).await?;
+    let app = service::start("ingest").await?;
     if !app.ensure_bucket().await {
         return Ok(());
     }

@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let app = service::start("score", None).await?;
+    let app = service::start("score").await?;
     if !app.ensure_bucket().await {
         return Ok(());
     }

@@ -48,6 +48,24 @@ pub enum DataError {
     Unusable(String),
 }
 
+impl DataError {
+    /// Whether another try may succeed (store trouble, a failed read) rather than repeat.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, DataError::Unusable(_))
+    }
+
+    /// What the worker does with the job that met this error: retry it later, or dead-letter
+    /// it with the reason.
+    pub fn outcome(&self) -> aerial_shared::worker::Outcome {
+        use aerial_shared::worker::Outcome;
+        if self.is_transient() {
+            Outcome::Retry(self.to_string())
+        } else {
+            Outcome::Dead(self.to_string())
+        }
+    }
+}
+
 /// Keeps `frac` of each label's items (at least one), chosen with `seed`. Stratified: every
 /// label keeps the same share, as `--sample-frac` promises.
 pub fn stratified_sample<T: Clone>(items: &[(T, usize)], frac: f64, seed: u64) -> Vec<(T, usize)> {
@@ -295,6 +313,20 @@ mod tests {
             Some(v(3.0)),
             "unhashed shards are taken as current"
         );
+    }
+
+    #[test]
+    fn store_trouble_and_failed_reads_are_retried_and_an_unusable_dataset_dead_lettered() {
+        use aerial_shared::worker::Outcome;
+        let store = DataError::Store(aerial_shared::store::StoreError::NotFound {
+            key: "features/x".into(),
+        });
+        assert!(matches!(store.outcome(), Outcome::Retry(m) if m.contains("features/x")));
+        let read = DataError::Transient("tile a: timed out".into());
+        assert!(matches!(read.outcome(), Outcome::Retry(m) if m == "tile a: timed out"));
+        let bad = DataError::Unusable("no label has two tiles".into());
+        assert!(!bad.is_transient());
+        assert!(matches!(bad.outcome(), Outcome::Dead(m) if m == "no label has two tiles"));
     }
 
     use super::*;

@@ -1,7 +1,7 @@
 //! One training job: wait until the dataset is featurized, fit, evaluate on the validation
 //! split, write the run record (summary last), publish `run_finished`.
 
-use crate::data::{self, DataError};
+use crate::data;
 use crate::{finetune::Finetuner, record};
 use aerial_shared::{
     classifier::{argmax_rows, ClassicModel},
@@ -206,10 +206,7 @@ impl Trainer {
         .await
         {
             Ok(d) => d,
-            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
-                return Outcome::Retry(e.to_string())
-            }
-            Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
+            Err(e) => return e.outcome(),
         };
         let tta = job.params.tta;
         let views = crate::views::Featurizer {
@@ -226,10 +223,7 @@ impl Trainer {
         };
         let samples = match featurized.await {
             Ok(s) => s,
-            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
-                return Outcome::Retry(e.to_string())
-            }
-            Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
+            Err(e) => return e.outcome(),
         };
         if let Some((x, _)) = &samples {
             // the training loss and error are reported on the first view, at the run's

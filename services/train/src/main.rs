@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let app = service::start("train", None).await?;
+    let app = service::start("train").await?;
     if !app.ensure_bucket().await {
         return Ok(());
     }

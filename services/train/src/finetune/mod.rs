@@ -10,7 +10,6 @@
 pub(crate) mod augment;
 pub(crate) mod images;
 
-use crate::data::DataError;
 use crate::record::{self, Finished, ModelFile};
 use aerial_featurize::{
     mobilenet::{Net, HEAD_GROUP},
@@ -174,10 +173,7 @@ impl Finetuner {
         .await
         {
             Ok(i) => i,
-            Err(e @ (DataError::Store(_) | DataError::Transient(_))) => {
-                return Outcome::Retry(e.to_string())
-            }
-            Err(e @ DataError::Unusable(_)) => return Outcome::Dead(e.to_string()),
+            Err(e) => return e.outcome(),
         };
         let mut history = resume
             .as_ref()
