@@ -2,9 +2,9 @@
 //! run's model on this machine, through the same preprocessing as featurize and score, and
 //! reports accuracy, per-class precision/recall/F1 and the confusion matrix.
 
-use aerial_featurize::{backbone, mobilenet::Net, resolution, views};
+use aerial_model::classifier::{argmax_rows, ClassicModel};
+use aerial_model::{backbone, mobilenet::Net, resolution, views};
 use aerial_shared::{
-    classifier::{argmax_rows, ClassicModel},
     evaluation::{self, Evaluation},
     imaging,
     messages::{Method, Retraining, Tta},
@@ -62,7 +62,7 @@ fn list(dir: &Path, labels: &[String]) -> anyhow::Result<Vec<(PathBuf, usize)>> 
 
 /// The run's model, ready to give class probabilities of preprocessed images.
 enum Model {
-    Classic(aerial_featurize::frozen::Frozen, ClassicModel),
+    Classic(aerial_model::frozen::Frozen, ClassicModel),
     Finetuned(Net),
 }
 

@@ -17,7 +17,7 @@ impl TileResolution {
     /// The `degrade_px` that trains at this resolution: none when the tiles already have at
     /// least the network's 224 pixels (degrading would only lose detail score still sees).
     pub fn degrade_px(&self) -> Option<u32> {
-        (self.px < aerial_shared::imaging::INPUT_SIZE as u32).then_some(self.px.max(8))
+        (self.px < aerial_shared::imaging::INPUT_SIZE).then_some(self.px.max(8))
     }
 }
 

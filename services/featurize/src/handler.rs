@@ -2,7 +2,7 @@
 //! in parallel off the runtime, run the backbone, write one shard per (dataset, backbone),
 //! publish a `featurized` event, and only then let the runtime ack.
 
-use aerial_featurize::backbone::{feature_dim, Inference};
+use aerial_model::backbone::{feature_dim, Inference};
 use aerial_shared::{
     feature_index::FeatureIndex,
     keys,

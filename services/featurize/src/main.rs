@@ -9,7 +9,7 @@
 
 mod handler;
 
-use aerial_featurize::backbone;
+use aerial_model::backbone;
 
 use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;

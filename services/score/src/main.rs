@@ -31,7 +31,7 @@ mod style;
 mod windows;
 mod written;
 
-use aerial_featurize::backbone::Inference;
+use aerial_model::backbone::Inference;
 use aerial_shared::{malloc, service, topology, worker};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! Loads a run's classifier once per replica and keeps it.
 
-use aerial_featurize::backbone::FinetunedModel;
+use aerial_model::backbone::FinetunedModel;
+use aerial_model::classifier::ClassicModel;
 use aerial_shared::{
-    classifier::ClassicModel,
     messages::{Method, Retraining},
     runs::{self, RunDescriptor},
     store::StoreError,

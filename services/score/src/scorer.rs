@@ -5,9 +5,9 @@
 use crate::feature_cache::{FeatureCache, Space};
 use crate::models::{Models, RunModel, Scoring};
 use crate::written::Written;
-use aerial_featurize::backbone::{InferError, Inference};
+use aerial_model::backbone::{InferError, Inference};
+use aerial_model::classifier::argmax_rows;
 use aerial_shared::{
-    classifier::argmax_rows,
     keys,
     messages::ScoreProgress,
     messages::ScoreTile,

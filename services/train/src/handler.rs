@@ -3,8 +3,8 @@
 
 use crate::data;
 use crate::{finetune::Finetuner, record};
+use aerial_model::classifier::{argmax_rows, ClassicModel};
 use aerial_shared::{
-    classifier::{argmax_rows, ClassicModel},
     evaluation,
     feature_index::FeatureIndex,
     keys,

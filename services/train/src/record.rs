@@ -1,8 +1,8 @@
 //! Writing a finished run: descriptor, model, validation predictions, metrics, and the
 //! summary last (its presence means "finished"), then the `run_finished` event.
 
+use aerial_model::classifier::{argmax_rows, ClassicModel};
 use aerial_shared::{
-    classifier::{argmax_rows, ClassicModel},
     evaluation,
     messages::{EventKind, TrainJob},
     runs::{self, EpochRecord, RunDescriptor, RunMetrics, RunSummary},

@@ -9,7 +9,7 @@
 
 use crate::data::{DataError, Part};
 use crate::finetune::{augment, images};
-use aerial_featurize::{backbone, resolution};
+use aerial_model::{backbone, resolution};
 use aerial_shared::{messages::Tta, Store};
 use ndarray::{concatenate, Array2, Axis};
 use std::path::{Path, PathBuf};

@@ -5,10 +5,8 @@
 //! same matrices to `OUT_DIR/features.safetensors` (`x_train`, `y_train`, `x_val`, `y_val`)
 //! for `bench/classic_sklearn.py` to fit scikit-learn's on the very same numbers.
 
-use aerial_shared::{
-    classifier::{argmax_rows, ClassicModel, Standardizer},
-    keys, manifest, shards, Settings, Store,
-};
+use aerial_model::classifier::{argmax_rows, ClassicModel, Standardizer};
+use aerial_shared::{keys, manifest, shards, Settings, Store};
 use linfa::prelude::*;
 use ndarray::{Array1, Array2};
 use std::collections::{BTreeSet, HashMap};

@@ -29,7 +29,7 @@ pub struct Split {
 impl Split {
     /// Every image degraded to `px` a side (the run's `degrade_px`).
     pub fn degrade(&mut self, px: u32) {
-        self.pixels = aerial_featurize::resolution::degrade_pixels(&self.pixels, px);
+        self.pixels = aerial_model::resolution::degrade_pixels(&self.pixels, px);
     }
 }
 

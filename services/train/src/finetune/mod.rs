@@ -11,7 +11,7 @@ pub(crate) mod augment;
 pub(crate) mod images;
 
 use crate::record::{self, Finished, ModelFile};
-use aerial_featurize::{
+use aerial_model::{
     mobilenet::{Net, HEAD_GROUP},
     views,
 };
@@ -409,7 +409,7 @@ fn train(
         let secs = started.elapsed().as_secs_f64();
         // each epoch's record: one view; the run's result below: its test-time views
         let proba = evaluate(&net, &images.val.pixels, device, Tta::None);
-        let pred = aerial_shared::classifier::argmax_rows(&proba);
+        let pred = aerial_model::classifier::argmax_rows(&proba);
         let right = pred
             .iter()
             .zip(&images.val.y)
