@@ -22,7 +22,7 @@ $AERIAL ingest labelled "$DATA/rsscn7" --dataset rsscn7
 echo "== ingest the region: 10 dates of one NAIP scene, cut into 224 m tiles"
 $AERIAL ingest scene "$DATA"/region/naip_nd_m_4709963_se/*.tif --dataset region --tile-meters 224
 
-# at the region's ground resolution (its 224 m tiles are 45 px of 5 m imagery): rsscn7's sharp
+# at the region's ground resolution (its tiles are 45 px of 5 m imagery, 225 m): rsscn7's sharp
 # scenes degraded alike, so the classifier learns what score will feed it (README, "Training
 # at the mapped imagery's resolution": 29 % -> 68 % agreement with a by-eye sample)
 echo "== train logistic regression on MobileNetV2 features of rsscn7 at the region's resolution"

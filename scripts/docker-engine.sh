@@ -48,10 +48,11 @@ docker_engine_start() {
 
 docker_engine_stop() {
   [ -n "${ENGINE_PID:-}" ] || return 0
-  kill "$ENGINE_PID" 2>/dev/null
+  kill "$ENGINE_PID" 2>/dev/null || true
   local _
   for _ in $(seq 75); do kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.2; done
-  kill -9 "$ENGINE_PID" 2>/dev/null
+  kill -9 "$ENGINE_PID" 2>/dev/null || true
+  wait "$ENGINE_PID" 2>/dev/null || true
   echo "[docker] engine stopped (pid $ENGINE_PID)" >&2
   ENGINE_PID=
 }

@@ -22,10 +22,19 @@ ldd "$@" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u | while read -r l
     *) cp -L "$lib" "$out/lib/$(basename "$lib")" ;;
   esac
 done
-if ldd "$@" | grep -q "not found"; then
-  ldd "$@" | grep "not found" >&2
+missing=$(ldd "$@" | grep "not found" || true)
+if [ -n "$missing" ]; then
+  echo "$missing" >&2
   echo "[parts] a library the binaries need was not found" >&2
   exit 1
+fi
+# a CUDA build: libtorch_cuda and cuDNN load more of torch's libraries with dlopen than ldd
+# shows, so the whole of torch's lib folder and the nvidia packages' libraries go in
+if [ -n "${PARTS_ALL_TORCH_LIBS:-}" ]; then
+  cp -L "$PARTS_ALL_TORCH_LIBS"/lib/*.so* "$out/lib/"
+  for d in "$PARTS_ALL_TORCH_LIBS"/../nvidia/*/lib "$PARTS_ALL_TORCH_LIBS"/../nvidia/lib; do
+    [ -d "$d" ] && cp -L "$d"/*.so* "$out/lib/" 2>/dev/null || true
+  done
 fi
 cp -rL "$models"/. "$out/models/"
 echo "[parts] $(ls "$out/bin" | wc -l) binaries, $(ls "$out/lib" | wc -l) libraries ($(du -sh "$out/lib" | cut -f1)), models $(du -sh "$out/models" | cut -f1)" >&2

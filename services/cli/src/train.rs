@@ -91,7 +91,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PX", conflicts_with = "degrade_for")]
     degrade_px: Option<u32>,
     /// Train at the resolution of a scene dataset this run will map: --degrade-px becomes
-    /// the side of its tiles (45 for the region's 224 m tiles at 5 m/px; tiles of 224 px or
+    /// the side of its tiles (45 for the region's 225 m tiles at 5 m/px; tiles of 224 px or
     /// more leave the images as they are).
     #[arg(long, value_name = "DATASET")]
     degrade_for: Option<String>,
