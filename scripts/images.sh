@@ -17,11 +17,15 @@ T0=$(date +%s)
 base=$(bash deploy/docker/base.sh)
 ca=()
 [ -f /etc/ssl/certs/ca-certificates.crt ] && ca=(--secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt)
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  [ -n "${!v:-}" ] && ca+=(--build-arg "$v")
+done
 for s in ingest featurize train score metrics cli; do
   t=$(date +%s)
-  $DOCKER build --network host "${ca[@]}" -f deploy/docker/Dockerfile --build-arg BASE="$base" \
+  DOCKER_BUILDKIT=1 $DOCKER build --progress plain --network host "${ca[@]}" -f deploy/docker/Dockerfile --build-arg BASE="$base" \
     --build-arg PARTS=compiled --build-arg TORCH_VARIANT="$VARIANT" --target "$s" \
-    -t "aerial-$s:$VARIANT" . 2>&1 | tail -3
+    -t "aerial-$s:$VARIANT" . >"$STATE/images-$s.log" 2>&1 \
+    || { tail -30 "$STATE/images-$s.log"; echo "[images] aerial-$s:$VARIANT failed (log: $STATE/images-$s.log)"; exit 1; }
   echo "[images] aerial-$s:$VARIANT built in $(($(date +%s) - t)) s ($(($($DOCKER image inspect -f '{{.Size}}' "aerial-$s:$VARIANT") / 1000000)) MB)"
 done
 echo "[images] all built in $(($(date +%s) - T0)) s"
