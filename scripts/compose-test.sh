@@ -53,9 +53,14 @@ trap cleanup EXIT
 docker_engine_start "$STATE/docker" || skip "no Docker engine could be started"
 
 # --- 2. images -----------------------------------------------------------------------------
-for b in aerial aerial-ingest aerial-featurize aerial-train aerial-score aerial-metrics; do
-  [ -x "$BIN/$b" ] || { say "$BIN/$b is missing: run make build first"; exit 1; }
-done
+# PARTS=compiled (after `make images`): the images compiled inside Docker, from the cache
+# make images left; prebuilt (default): the binaries `make build` made
+PARTS=${AERIAL_PARTS:-prebuilt}
+if [ "$PARTS" = prebuilt ]; then
+  for b in aerial aerial-ingest aerial-featurize aerial-train aerial-score aerial-metrics; do
+    [ -x "$BIN/$b" ] || { say "$BIN/$b is missing: run make build first"; exit 1; }
+  done
+fi
 [ -d "$DATA/rsscn7" ] && [ -d "$DATA/region" ] || skip "the sample data is not in $DATA (set AERIAL_DATA)"
 [ -d "$MODELS/mobilenet_v2" ] || skip "the backbones are not in $MODELS (set AERIAL__MODELS__DIR or run make models)"
 # the run's credentials, in the build context's folder before any image is built: the
@@ -80,10 +85,11 @@ build() { # target tag dockerfile [args...]
     || { tail -30 "$STATE/build-$target.log"; say "building $tag failed (log: $STATE/build-$target.log)"; exit 1; }
 }
 for s in rabbitmq seaweedfs prometheus; do build "$s" "aerial/$s:local" deploy/docker/infra.Dockerfile; done
-bash deploy/docker/parts.sh target/docker/parts "$MODELS" \
+[ "$PARTS" = compiled ] || bash deploy/docker/parts.sh target/docker/parts "$MODELS" \
   "$BIN"/aerial "$BIN"/aerial-{ingest,featurize,train,score,metrics}
 services=(ingest featurize train score metrics cli)
-for s in "${services[@]}"; do build "$s" "aerial-$s:cpu" deploy/docker/Dockerfile --build-arg PARTS=prebuilt; done
+for s in "${services[@]}"; do build "$s" "aerial-$s:cpu" deploy/docker/Dockerfile --build-arg PARTS="$PARTS"; done
+say "aerial images from $PARTS parts" 
 say "images built ($(elapsed)); sizes:"
 for img in "${services[@]/#/aerial-}" aerial/rabbitmq aerial/seaweedfs aerial/prometheus; do
   tag=$img:cpu
